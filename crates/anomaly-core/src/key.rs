@@ -1,0 +1,320 @@
+//! Baseline keys: (service, endpoint, hour, dayType) and their unambiguous Redis key body.
+//!
+//! The body is `service|endpoint|hour|dayType`. Service and endpoint are percent-encoded for
+//! `%`, `|`, `{`, `}` and bytes below 0x20, so a body splits back into exactly four fields, never
+//! contains a brace (it is always a valid Redis Cluster hash tag) and never a control byte.
+//! Everything else, unicode included, is kept verbatim: the `percent-encoding` crate always
+//! escapes non-ASCII bytes, which would triple the size of non-Latin names in every key, so this
+//! module carries its own five-character escape set.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a local date counts as a weekday or as a weekend (holidays count as weekend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DayType {
+    Weekday,
+    Weekend,
+}
+
+impl DayType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DayType::Weekday => "weekday",
+            DayType::Weekend => "weekend",
+        }
+    }
+}
+
+impl fmt::Display for DayType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DayType {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "weekday" => Ok(DayType::Weekday),
+            "weekend" => Ok(DayType::Weekend),
+            other => Err(KeyError::DayType(other.to_owned())),
+        }
+    }
+}
+
+/// Why a key or one of its parts was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} bytes long, more than the limit of {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("hour must be an integer from 0 to 23, got {0:?}")]
+    Hour(String),
+    #[error("dayType must be \"weekday\" or \"weekend\", got {0:?}")]
+    DayType(String),
+    #[error("key body must have four '|'-separated fields, got {0}")]
+    FieldCount(usize),
+    #[error("bad percent escape in key body field {field}")]
+    Escape { field: &'static str },
+    #[error("key body field {field} is not in canonical form")]
+    NotCanonical { field: &'static str },
+}
+
+/// The unit a baseline is kept for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaselineKey {
+    pub service: String,
+    pub endpoint: String,
+    pub hour: u8,
+    pub day_type: DayType,
+}
+
+impl BaselineKey {
+    /// Builds a key, checking the hour and that neither name is empty.
+    pub fn new(
+        service: impl Into<String>,
+        endpoint: impl Into<String>,
+        hour: u8,
+        day_type: DayType,
+    ) -> Result<Self, KeyError> {
+        let key = BaselineKey {
+            service: service.into(),
+            endpoint: endpoint.into(),
+            hour,
+            day_type,
+        };
+        if key.service.is_empty() {
+            return Err(KeyError::Empty { field: "service" });
+        }
+        if key.endpoint.is_empty() {
+            return Err(KeyError::Empty { field: "endpoint" });
+        }
+        if key.hour > 23 {
+            return Err(KeyError::Hour(key.hour.to_string()));
+        }
+        Ok(key)
+    }
+
+    /// The Redis key body `service|endpoint|hour|dayType`.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(self.service.len() + self.endpoint.len() + 12);
+        escape_into(&self.service, &mut out);
+        out.push('|');
+        escape_into(&self.endpoint, &mut out);
+        out.push('|');
+        out.push_str(itoa_hour(self.hour));
+        out.push('|');
+        out.push_str(self.day_type.as_str());
+        out
+    }
+
+    /// Parses a body written by [`BaselineKey::encode`]. Only the canonical form is accepted,
+    /// so every key has exactly one body.
+    pub fn decode(body: &str) -> Result<Self, KeyError> {
+        let fields: Vec<&str> = body.split('|').collect();
+        let [service, endpoint, hour, day_type] = fields[..] else {
+            return Err(KeyError::FieldCount(fields.len()));
+        };
+        let service = unescape(service, "service")?;
+        let endpoint = unescape(endpoint, "endpoint")?;
+        let hour = parse_hour(hour)?;
+        let day_type = day_type.parse()?;
+        BaselineKey::new(service, endpoint, hour, day_type)
+    }
+}
+
+impl fmt::Display for BaselineKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// Parses an hour given as text (a query parameter or a key field): "0" to "23", no sign,
+/// no leading zeros beyond a single "0".
+pub fn parse_hour(s: &str) -> Result<u8, KeyError> {
+    let canonical = !s.is_empty()
+        && s.len() <= 2
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !(s.len() == 2 && s.starts_with('0'));
+    match s.parse::<u8>() {
+        Ok(h) if canonical && h <= 23 => Ok(h),
+        _ => Err(KeyError::Hour(s.to_owned())),
+    }
+}
+
+fn itoa_hour(hour: u8) -> &'static str {
+    const HOURS: [&str; 24] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23",
+    ];
+    HOURS.get(usize::from(hour)).copied().unwrap_or("invalid")
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || matches!(b, b'%' | b'|' | b'{' | b'}')
+}
+
+fn escape_into(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for ch in s.chars() {
+        // Every byte that needs escaping is ASCII, so it is a whole `char`.
+        if ch.is_ascii() && needs_escape(ch as u8) {
+            let b = ch as u8;
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        } else {
+            out.push(ch);
+        }
+    }
+}
+
+fn unescape(s: &str, field: &'static str) -> Result<String, KeyError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|&c| hex_value(c));
+            let lo = bytes.get(i + 2).and_then(|&c| hex_value(c));
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(KeyError::Escape { field });
+            };
+            let decoded = (hi << 4) | lo;
+            if !needs_escape(decoded) {
+                return Err(KeyError::NotCanonical { field });
+            }
+            out.push(decoded);
+            i += 3;
+        } else if needs_escape(b) {
+            return Err(KeyError::NotCanonical { field });
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    // The input was a `str` and escapes only ever produce ASCII, so this cannot fail; the
+    // error arm keeps decode total anyway.
+    String::from_utf8(out).map_err(|_| KeyError::Escape { field })
+}
+
+/// Canonical escapes use upper-case hex digits only.
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(service: &str, endpoint: &str) -> BaselineKey {
+        BaselineKey::new(service, endpoint, 14, DayType::Weekday).unwrap()
+    }
+
+    #[test]
+    fn encodes_examples() {
+        let cases = [
+            ("checkout", "POST /pay", "checkout|POST /pay|14|weekday"),
+            ("a|b", "c", "a%7Cb|c|14|weekday"),
+            ("{x}", "%", "%7Bx%7D|%25|14|weekday"),
+            ("tab\there", "new\nline", "tab%09here|new%0Aline|14|weekday"),
+            ("日本", "ünïcode 🎉", "日本|ünïcode 🎉|14|weekday"),
+            ("del\u{7f}", "x", "del\u{7f}|x|14|weekday"),
+        ];
+        for (service, endpoint, body) in cases {
+            let k = key(service, endpoint);
+            assert_eq!(k.encode(), body, "{service:?} {endpoint:?}");
+            assert_eq!(BaselineKey::decode(body).unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        let cases = [
+            ("a|b|14", KeyError::FieldCount(3)),
+            ("a|b|c|14|weekday", KeyError::FieldCount(5)),
+            ("a|b|24|weekday", KeyError::Hour("24".into())),
+            ("a|b|07|weekday", KeyError::Hour("07".into())),
+            ("a|b|-1|weekday", KeyError::Hour("-1".into())),
+            ("a|b|+1|weekday", KeyError::Hour("+1".into())),
+            ("a|b||weekday", KeyError::Hour(String::new())),
+            ("a|b|1|holiday", KeyError::DayType("holiday".into())),
+            ("|b|1|weekday", KeyError::Empty { field: "service" }),
+            ("a||1|weekday", KeyError::Empty { field: "endpoint" }),
+            ("a%7|b|1|weekday", KeyError::Escape { field: "service" }),
+            ("a%zz|b|1|weekday", KeyError::Escape { field: "service" }),
+            ("a|b%7c|1|weekday", KeyError::Escape { field: "endpoint" }),
+            ("a%41|b|1|weekday", KeyError::NotCanonical { field: "service" }),
+            ("a{|b|1|weekday", KeyError::NotCanonical { field: "service" }),
+            ("a|b\n|1|weekday", KeyError::NotCanonical { field: "endpoint" }),
+        ];
+        for (body, err) in cases {
+            assert_eq!(BaselineKey::decode(body), Err(err), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn hours_parse_canonically() {
+        for h in 0..24u8 {
+            assert_eq!(parse_hour(&h.to_string()), Ok(h));
+            assert_eq!(itoa_hour(h), h.to_string());
+        }
+        for bad in ["", "24", "99", "007", "1.0", " 1", "x", "256"] {
+            assert!(parse_hour(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips_any_names(
+            service in "\\PC{1,40}|[|{}% \\x00-\\x1f\\x7f]{1,10}|.{1,20}",
+            endpoint in any::<String>().prop_filter("non-empty", |s| !s.is_empty()),
+            hour in 0u8..24,
+            weekend in any::<bool>(),
+        ) {
+            let day_type = if weekend { DayType::Weekend } else { DayType::Weekday };
+            let k = BaselineKey::new(service, endpoint, hour, day_type).unwrap();
+            let body = k.encode();
+            prop_assert_eq!(body.matches('|').count(), 3);
+            let has_brace = body.contains(['{', '}']);
+            prop_assert!(!has_brace);
+            prop_assert!(!body.bytes().any(|b| b < 0x20));
+            prop_assert_eq!(BaselineKey::decode(&body).unwrap(), k);
+        }
+
+        #[test]
+        fn distinct_keys_have_distinct_bodies(
+            a in any::<(String, String)>(),
+            b in any::<(String, String)>(),
+        ) {
+            prop_assume!(!a.0.is_empty() && !a.1.is_empty() && !b.0.is_empty() && !b.1.is_empty());
+            let ka = BaselineKey::new(a.0, a.1, 3, DayType::Weekend).unwrap();
+            let kb = BaselineKey::new(b.0, b.1, 3, DayType::Weekend).unwrap();
+            prop_assert_eq!(ka == kb, ka.encode() == kb.encode());
+        }
+
+        #[test]
+        fn decode_never_panics(body in any::<String>()) {
+            if let Ok(k) = BaselineKey::decode(&body) {
+                prop_assert_eq!(k.encode(), body);
+            }
+        }
+    }
+}

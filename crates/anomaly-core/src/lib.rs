@@ -1,0 +1,23 @@
+//! Pure domain logic of the latency anomaly detector.
+//!
+//! This crate does no I/O, has no async code, never reads the clock and knows nothing of Redis:
+//! every function is a plain computation over its arguments ("now" is passed in). The services
+//! and the store build on it, so the rule is decided in exactly one place.
+
+pub mod config;
+pub mod duration;
+pub mod key;
+pub mod rule;
+pub mod stats;
+pub mod time;
+pub mod timestamp;
+pub mod trace_id;
+
+pub use config::{ConfigError, RedisConfig, StatsConfig, TimeConfig};
+pub use duration::{DurationError, DurationMs};
+pub use key::{BaselineKey, DayType, KeyError};
+pub use rule::{Baseline, Bound, ReasonContext, Status, Verdict};
+pub use stats::{Stats, StatsScratch};
+pub use time::{Bucket, Bucketer};
+pub use timestamp::{TimestampError, UnixNanos};
+pub use trace_id::{TraceId, TraceIdError};

@@ -1,0 +1,3 @@
+//! Integration tests of anomaly-core against independently computed expectations.
+
+mod stats_vectors;

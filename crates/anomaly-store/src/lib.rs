@@ -1,0 +1,118 @@
+//! The Redis layer. This is the only crate that builds key strings or talks to Redis; services
+//! call typed operations and never see a key.
+//!
+//! Layout (every key behind `redis.key_prefix`; `B` is [`anomaly_core::BaselineKey::encode`]):
+//! - `dur:{B}`: LIST of durations, newest first, trimmed to the window size. Values are whole
+//!   microseconds, which Redis keeps as listpack integers (5 bytes a sample below 8.4 s) instead
+//!   of strings.
+//! - `base:{B}`: HASH `p50 p95 mad sampleCount updatedAt`, decimal numbers.
+//! - `dirtyKeys`: SET of bodies awaiting recompute.
+//! - `seen:{traceID}`: dedup marker with a TTL.
+//! - `keyIndex`: SET of every body with a window, for the cardinality cap and rebuilds.
+
+mod error;
+mod ingest;
+mod keys;
+mod windows;
+
+pub mod poller;
+pub mod recompute;
+
+use std::time::Duration;
+
+use anomaly_core::RedisConfig;
+use deadpool_redis::redis::{self, IntoConnectionInfo};
+use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use secrecy::ExposeSecret;
+
+pub use error::StoreError;
+pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
+pub use keys::Keys;
+pub use windows::DirtyBatch;
+
+/// A handle on the shared Redis state; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    keys: Keys,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("keys", &self.keys)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Builds the connection pool. No connection is made until the first operation, so a
+    /// service starts (and reports not-ready) while Redis is down.
+    pub fn connect(config: &RedisConfig) -> Result<Store, StoreError> {
+        let mut info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &config.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &config.password {
+            settings = settings.set_password(password.expose_secret());
+        }
+        info = info.set_redis_settings(settings);
+        let mut cfg = deadpool_redis::Config::from_connection_info(info);
+        cfg.pool = Some(PoolConfig {
+            max_size: config.pool_size,
+            timeouts: Timeouts {
+                wait: Some(config.timeout),
+                create: Some(config.timeout),
+                recycle: Some(config.timeout),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| StoreError::Config(format!("redis pool: {e}")))?;
+        Ok(Store {
+            pool,
+            keys: Keys::new(&config.key_prefix),
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// PING: whether Redis answers right now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", async |conn| {
+            let _: String = redis::cmd("PING").query_async(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs one operation on a pooled connection, bounded by the configured timeout, with every
+    /// failure classified. All Redis access goes through here.
+    pub(crate) async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Connection) -> Result<T, StoreError>,
+    {
+        let work = async {
+            let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
+            f(&mut conn).await
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(result) => result.inspect_err(|e| tracing::debug!(op, error = %e, "redis operation failed")),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{op} timed out after {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}

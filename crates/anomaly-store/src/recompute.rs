@@ -1,0 +1,1 @@
+//! Recompute bookkeeping in Redis beyond the dirty set (filled by the recomputer issue).

@@ -1,0 +1,137 @@
+//! Ingest: dedup, windows, trimming, the dirty set and the cardinality cap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anomaly_store::{IngestOutcome, IngestSettings};
+
+use crate::{item, key, raw, settings, store, store_at, trace};
+
+#[tokio::test]
+async fn pushes_newest_first_and_marks_dirty() {
+    let store = store("push");
+    let k = key("svc", 1);
+    let out = store
+        .ingest(&[item(1, &k, 10.5), item(2, &k, 20.25), item(3, &k, 0.001)], &settings())
+        .await
+        .unwrap();
+    assert_eq!(out, IngestOutcome { accepted: 3, duplicates: 0, over_cardinality: 0 });
+    // Read back exactly as written (to the microsecond), newest first.
+    assert_eq!(store.read_window(&k).await.unwrap(), vec![0.001, 20.25, 10.5]);
+    assert_eq!(store.dirty_len().await.unwrap(), 1);
+    let batch = store.pop_dirty(10).await.unwrap();
+    assert_eq!(batch.keys, vec![k]);
+    assert_eq!(store.dirty_len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn trims_at_window_size() {
+    let store = store("trim");
+    let k = key("svc", 2);
+    let s = IngestSettings { window_size: 50, ..settings() };
+    let items: Vec<_> = (0..120u32).map(|i| item(u128::from(i) + 1, &k, f64::from(i))).collect();
+    store.ingest(&items, &s).await.unwrap();
+    let window = store.read_window(&k).await.unwrap();
+    assert_eq!(window.len(), 50);
+    assert_eq!(window[0], 119.0);
+    assert_eq!(window[49], 70.0);
+}
+
+#[tokio::test]
+async fn dedups_with_ttl() {
+    let url = anomaly_testkit::shared_redis_url();
+    let store = store_at(url.clone(), "dedup");
+    let k = key("svc", 3);
+    let s = IngestSettings { dedup_ttl: Duration::from_secs(3600), ..settings() };
+    let first = store.ingest(&[item(7, &k, 1.0), item(7, &k, 2.0)], &s).await.unwrap();
+    assert_eq!((first.accepted, first.duplicates), (1, 1));
+    // The same trace written with leading zeros or upper case is the same trace.
+    let again = anomaly_store::IngestItem {
+        trace_id: anomaly_core::TraceId::parse("00000000000000000000000000000007").unwrap(),
+        ..item(0, &k, 3.0)
+    };
+    assert_eq!(store.ingest(&[again], &s).await.unwrap().duplicates, 1);
+    assert_eq!(store.read_window(&k).await.unwrap(), vec![1.0]);
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().seen_key(&trace(7))]).parse().unwrap();
+    assert!((3_500_000..=3_600_000).contains(&ttl), "seen marker TTL {ttl} ms");
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().window_key(&k)]).parse().unwrap();
+    assert!(ttl > 29 * 86_400_000, "window expiry is refreshed on write: {ttl} ms");
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_count_once() {
+    let store = Arc::new(store("race"));
+    let k = key("svc", 4);
+    // Two connections ingest the same 500 traces at the same time, many rounds.
+    let items: Vec<_> = (1..=500u128).map(|i| item(i, &k, i as f64)).collect();
+    let (a, b) = {
+        let (s1, s2) = (store.clone(), store.clone());
+        let (i1, i2) = (items.clone(), items.clone());
+        tokio::join!(
+            tokio::spawn(async move { s1.ingest(&i1, &settings()).await.unwrap() }),
+            tokio::spawn(async move { s2.ingest(&i2, &settings()).await.unwrap() })
+        )
+    };
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.accepted + b.accepted, 500, "{a:?} {b:?}");
+    assert_eq!(a.duplicates + b.duplicates, 500, "{a:?} {b:?}");
+    assert_eq!(store.read_window(&k).await.unwrap().len(), 500);
+}
+
+#[tokio::test]
+async fn ingests_ten_thousand_traces_in_one_call() {
+    let store = store("bulk");
+    let keys: Vec<_> = (0..100u8).map(|i| key(&format!("svc-{i}"), i % 24)).collect();
+    let items: Vec<_> = (0..10_000u128)
+        .map(|i| item(i + 1, &keys[(i % 100) as usize], (i % 997) as f64 + 0.5))
+        .collect();
+    let out = store.ingest(&items, &settings()).await.unwrap();
+    assert_eq!(out.accepted, 10_000);
+    assert_eq!(store.dirty_len().await.unwrap(), 100);
+    let windows = store.read_windows(&keys).await.unwrap();
+    assert!(windows.iter().all(|w| w.len() == 100));
+    // A second delivery of the same batch stores nothing.
+    let again = store.ingest(&items, &settings()).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 10_000));
+}
+
+#[tokio::test]
+async fn cardinality_cap_refuses_new_keys_only() {
+    let store = store("cap");
+    let s = IngestSettings { max_keys: 2, ..settings() };
+    let (a, b, c) = (key("a", 1), key("b", 1), key("c", 1));
+    let out = store
+        .ingest(&[item(1, &a, 1.0), item(2, &b, 1.0), item(3, &c, 1.0), item(4, &a, 2.0)], &s)
+        .await
+        .unwrap();
+    assert_eq!(out, IngestOutcome { accepted: 3, duplicates: 0, over_cardinality: 1 });
+    assert!(store.read_window(&c).await.unwrap().is_empty());
+    // The refused trace was not marked seen: it is accepted once the cap allows it.
+    let out = store
+        .ingest(&[item(3, &c, 1.0)], &IngestSettings { max_keys: 3, ..s })
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 1);
+}
+
+#[tokio::test]
+async fn names_full_of_separators_stay_in_their_own_key() {
+    let store = store("names");
+    let tricky = [
+        anomaly_core::BaselineKey::new("a|b", "c", 1, anomaly_core::DayType::Weekday).unwrap(),
+        anomaly_core::BaselineKey::new("a", "b|c", 1, anomaly_core::DayType::Weekday).unwrap(),
+        anomaly_core::BaselineKey::new("{a}", "%7C\n", 1, anomaly_core::DayType::Weekday).unwrap(),
+        anomaly_core::BaselineKey::new("日本", "🎉 x".repeat(100), 1, anomaly_core::DayType::Weekday)
+            .unwrap(),
+    ];
+    let items: Vec<_> = tricky.iter().enumerate().map(|(i, k)| item(i as u128 + 1, k, i as f64)).collect();
+    store.ingest(&items, &settings()).await.unwrap();
+    for (i, k) in tricky.iter().enumerate() {
+        assert_eq!(store.read_window(k).await.unwrap(), vec![i as f64], "{k:?}");
+    }
+    let mut popped = store.pop_dirty(100).await.unwrap().keys;
+    popped.sort();
+    let mut want = tricky.to_vec();
+    want.sort();
+    assert_eq!(popped, want);
+}

@@ -1,0 +1,54 @@
+//! Integration tests of anomaly-store against a real redis-server.
+
+mod baselines;
+mod errors;
+mod ingest;
+
+use std::time::Duration;
+
+use anomaly_core::{BaselineKey, DayType, DurationMs, RedisConfig, TraceId};
+use anomaly_store::{IngestItem, IngestSettings, Store};
+
+pub(crate) fn store_at(url: String, test: &str) -> Store {
+    Store::connect(&RedisConfig {
+        url,
+        key_prefix: anomaly_testkit::unique_prefix(test),
+        ..RedisConfig::default()
+    })
+    .expect("store")
+}
+
+pub(crate) fn store(test: &str) -> Store {
+    store_at(anomaly_testkit::shared_redis_url(), test)
+}
+
+pub(crate) fn settings() -> IngestSettings {
+    IngestSettings {
+        window_size: 1000,
+        dedup_ttl: Duration::from_secs(6 * 3600),
+        retention: Duration::from_secs(30 * 86_400),
+        max_keys: 0,
+    }
+}
+
+pub(crate) fn key(service: &str, hour: u8) -> BaselineKey {
+    BaselineKey::new(service, "GET /items", hour, DayType::Weekday).unwrap()
+}
+
+pub(crate) fn trace(n: u128) -> TraceId {
+    TraceId::parse(&format!("{n:x}")).unwrap()
+}
+
+pub(crate) fn item(n: u128, key: &BaselineKey, ms: f64) -> IngestItem {
+    IngestItem {
+        trace_id: trace(n),
+        key: key.clone(),
+        duration: DurationMs::new(ms).unwrap(),
+    }
+}
+
+/// A redis-cli-like connection for assertions that bypass the code under test.
+pub(crate) fn raw(url: &str, args: &[&str]) -> String {
+    let addr = url.trim_start_matches("redis://").parse().expect("test url is host:port");
+    anomaly_testkit::raw_command(addr, args).expect("raw redis command")
+}

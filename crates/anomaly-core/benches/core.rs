@@ -34,11 +34,15 @@ fn benches(c: &mut Criterion) {
     let key = BaselineKey::new("checkout|eu", "POST /pay/{id}", 14, DayType::Weekday).unwrap();
     let body = key.encode();
     c.bench_function("key/encode", |b| b.iter(|| black_box(&key).encode()));
-    c.bench_function("key/decode", |b| b.iter(|| BaselineKey::decode(black_box(&body))));
+    c.bench_function("key/decode", |b| {
+        b.iter(|| BaselineKey::decode(black_box(&body)))
+    });
 
     let bucketer = Bucketer::new(&TimeConfig::default());
     let instant = DateTime::from_timestamp(1_764_050_000, 0).unwrap_or_default();
-    c.bench_function("time/bucket", |b| b.iter(|| bucketer.bucket(black_box(instant))));
+    c.bench_function("time/bucket", |b| {
+        b.iter(|| bucketer.bucket(black_box(instant)))
+    });
 }
 
 criterion_group!(core, benches);

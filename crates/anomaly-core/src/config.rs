@@ -59,10 +59,16 @@ impl Default for StatsConfig {
 impl StatsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=100_000).contains(&self.window_size) {
-            return Err(ConfigError::new("stats.window_size", "must be from 1 to 100000"));
+            return Err(ConfigError::new(
+                "stats.window_size",
+                "must be from 1 to 100000",
+            ));
         }
         if !(self.factor.is_finite() && self.factor > 0.0) {
-            return Err(ConfigError::new("stats.factor", "must be a positive number"));
+            return Err(ConfigError::new(
+                "stats.factor",
+                "must be a positive number",
+            ));
         }
         if !(self.k.is_finite() && self.k >= 0.0) {
             return Err(ConfigError::new("stats.k", "must be a number >= 0"));
@@ -74,7 +80,10 @@ impl StatsConfig {
             ));
         }
         if !(self.mad_epsilon_ms.is_finite() && self.mad_epsilon_ms > 0.0) {
-            return Err(ConfigError::new("stats.mad_epsilon_ms", "must be a positive number"));
+            return Err(ConfigError::new(
+                "stats.mad_epsilon_ms",
+                "must be a positive number",
+            ));
         }
         Ok(())
     }
@@ -104,12 +113,18 @@ impl TimeConfig {
         for d in &self.weekend_days {
             let i = d.num_days_from_monday() as usize;
             if seen[i] {
-                return Err(ConfigError::new("weekend_days", format!("{d} is listed twice")));
+                return Err(ConfigError::new(
+                    "weekend_days",
+                    format!("{d} is listed twice"),
+                ));
             }
             seen[i] = true;
         }
         if seen.iter().all(|&w| w) {
-            return Err(ConfigError::new("weekend_days", "cannot list all seven days"));
+            return Err(ConfigError::new(
+                "weekend_days",
+                "cannot list all seven days",
+            ));
         }
         Ok(())
     }
@@ -161,7 +176,10 @@ impl RedisConfig {
         }
         if self.key_prefix.contains(['{', '}']) {
             // A brace in the prefix would become the hash tag and put every key in one slot.
-            return Err(ConfigError::new("redis.key_prefix", "must not contain '{' or '}'"));
+            return Err(ConfigError::new(
+                "redis.key_prefix",
+                "must not contain '{' or '}'",
+            ));
         }
         if self.pool_size == 0 {
             return Err(ConfigError::new("redis.pool_size", "must be at least 1"));
@@ -178,7 +196,11 @@ impl RedisConfig {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
                 let userinfo = &self.url[scheme_end + 3..at];
                 let user = userinfo.split(':').next().unwrap_or("");
-                format!("{}{user}:***{}", &self.url[..scheme_end + 3], &self.url[at..])
+                format!(
+                    "{}{user}:***{}",
+                    &self.url[..scheme_end + 3],
+                    &self.url[at..]
+                )
             }
             _ => self.url.clone(),
         }
@@ -211,7 +233,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_stats() {
-        let cases: [(fn(&mut StatsConfig), &str); 7] = [
+        type Mutation = fn(&mut StatsConfig);
+        let cases: [(Mutation, &str); 7] = [
             (|c| c.window_size = 0, "stats.window_size"),
             (|c| c.factor = 0.0, "stats.factor"),
             (|c| c.factor = f64::NAN, "stats.factor"),
@@ -229,12 +252,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_redis_and_time() {
-        let mut r = RedisConfig { url: "http://x".into(), ..RedisConfig::default() };
+        let mut r = RedisConfig {
+            url: "http://x".into(),
+            ..RedisConfig::default()
+        };
         assert_eq!(r.validate().unwrap_err().key, "redis.url");
         r.url = "redis://h".into();
         r.key_prefix = "a{b}".into();
         assert_eq!(r.validate().unwrap_err().key, "redis.key_prefix");
-        let t = TimeConfig { weekend_days: vec![Weekday::Sat, Weekday::Sat], ..TimeConfig::default() };
+        let t = TimeConfig {
+            weekend_days: vec![Weekday::Sat, Weekday::Sat],
+            ..TimeConfig::default()
+        };
         assert_eq!(t.validate().unwrap_err().key, "weekend_days");
     }
 
@@ -246,7 +275,10 @@ mod tests {
             ..RedisConfig::default()
         };
         let shown = format!("{r:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         assert!(shown.contains("redis://app:***@redis:6379/0"), "{shown}");
     }
 }

@@ -45,13 +45,18 @@ impl DurationMs {
     pub fn from_json(value: Option<&Value>) -> Result<Self, DurationError> {
         match value {
             None | Some(Value::Null) => Ok(DurationMs(0.0)),
-            Some(Value::Number(n)) => n.as_f64().ok_or(DurationError::NotANumber).and_then(Self::new),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or(DurationError::NotANumber)
+                .and_then(Self::new),
             Some(Value::String(s)) => {
                 let trimmed = s.trim();
                 // Rust's float parser accepts "inf" and "NaN"; JSON numbers never contain
                 // letters other than an exponent.
                 if trimmed.is_empty()
-                    || !trimmed.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                    || !trimmed
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
                 {
                     return Err(DurationError::NotANumber);
                 }
@@ -97,10 +102,20 @@ mod tests {
             (Some(json!(86_400_000.0)), Ok(86_400_000.0)),
         ];
         for (input, want) in cases {
-            assert_eq!(DurationMs::from_json(input.as_ref()).map(DurationMs::get), want, "{input:?}");
+            assert_eq!(
+                DurationMs::from_json(input.as_ref()).map(DurationMs::get),
+                want,
+                "{input:?}"
+            );
         }
         assert_eq!(DurationMs::new(f64::NAN), Err(DurationError::NotFinite));
-        assert_eq!(DurationMs::new(f64::INFINITY), Err(DurationError::NotFinite));
-        assert_eq!(DurationMs::new(-0.0).unwrap().get().to_bits(), 0.0f64.to_bits());
+        assert_eq!(
+            DurationMs::new(f64::INFINITY),
+            Err(DurationError::NotFinite)
+        );
+        assert_eq!(
+            DurationMs::new(-0.0).unwrap().get().to_bits(),
+            0.0f64.to_bits()
+        );
     }
 }

@@ -261,9 +261,18 @@ mod tests {
             ("a%7|b|1|weekday", KeyError::Escape { field: "service" }),
             ("a%zz|b|1|weekday", KeyError::Escape { field: "service" }),
             ("a|b%7c|1|weekday", KeyError::Escape { field: "endpoint" }),
-            ("a%41|b|1|weekday", KeyError::NotCanonical { field: "service" }),
-            ("a{|b|1|weekday", KeyError::NotCanonical { field: "service" }),
-            ("a|b\n|1|weekday", KeyError::NotCanonical { field: "endpoint" }),
+            (
+                "a%41|b|1|weekday",
+                KeyError::NotCanonical { field: "service" },
+            ),
+            (
+                "a{|b|1|weekday",
+                KeyError::NotCanonical { field: "service" },
+            ),
+            (
+                "a|b\n|1|weekday",
+                KeyError::NotCanonical { field: "endpoint" },
+            ),
         ];
         for (body, err) in cases {
             assert_eq!(BaselineKey::decode(body), Err(err), "{body:?}");

@@ -106,7 +106,11 @@ pub struct ReasonContext {
 }
 
 impl Verdict {
-    pub fn evaluate(duration: DurationMs, baseline: Option<&Baseline>, config: &StatsConfig) -> Verdict {
+    pub fn evaluate(
+        duration: DurationMs,
+        baseline: Option<&Baseline>,
+        config: &StatsConfig,
+    ) -> Verdict {
         let duration_ms = duration.get();
         let min_samples = u64::from(config.min_samples);
         let judgement = baseline
@@ -155,10 +159,17 @@ impl Verdict {
         let threshold = ms(j.threshold);
         let _ = match self.status {
             Status::Anomaly => {
-                write!(out, "{d} exceeds the threshold {threshold} by {}", ms(j.excess_ms))
+                write!(
+                    out,
+                    "{d} exceeds the threshold {threshold} by {}",
+                    ms(j.excess_ms)
+                )
             }
             _ if j.excess_ms == 0.0 => {
-                write!(out, "{d} equals the threshold {threshold}, which is not above it")
+                write!(
+                    out,
+                    "{d} equals the threshold {threshold}, which is not above it"
+                )
             }
             _ => write!(
                 out,
@@ -167,14 +178,22 @@ impl Verdict {
             ),
         };
         let p95_expr = format!("p95 {} x factor {:?}", ms(b.p95), self.factor);
-        let mad = if self.k > 0.0 { (j.mad_bound - b.p50) / self.k } else { b.mad };
+        let mad = if self.k > 0.0 {
+            (j.mad_bound - b.p50) / self.k
+        } else {
+            b.mad
+        };
         let mad_expr = format!("p50 {} + {} x MAD {}", ms(b.p50), num(self.k), ms(mad));
         let _ = match j.bound {
             Bound::P95Factor => write!(
                 out,
                 " ({p95_expr}; the MAD bound {mad_expr} = {} is {})",
                 ms(j.mad_bound),
-                if j.mad_bound == j.p95_bound { "equal" } else { "lower" }
+                if j.mad_bound == j.p95_bound {
+                    "equal"
+                } else {
+                    "lower"
+                }
             ),
             Bound::P50KMad => write!(
                 out,
@@ -182,7 +201,11 @@ impl Verdict {
                 ms(j.p95_bound)
             ),
         };
-        let _ = write!(out, " for {} on {}, baseline of {} samples", ctx.subject, ctx.bucket, b.sample_count);
+        let _ = write!(
+            out,
+            " for {} on {}, baseline of {} samples",
+            ctx.subject, ctx.bucket, b.sample_count
+        );
         if let Some(age) = ctx.baseline_age_ms {
             let _ = write!(out, " updated {}", age_text(age));
         }
@@ -212,7 +235,11 @@ fn judge(duration_ms: f64, b: &Baseline, config: &StatsConfig) -> Judgement {
 pub fn num(x: f64) -> String {
     let s = format!("{x:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".to_owned() } else { s.to_owned() }
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 fn ms(x: f64) -> String {
@@ -239,7 +266,13 @@ mod tests {
     }
 
     fn baseline(p50: f64, p95: f64, mad: f64, n: u64) -> Baseline {
-        Baseline { p50, p95, mad, sample_count: n, updated_at: 1_764_050_000_000 }
+        Baseline {
+            p50,
+            p95,
+            mad,
+            sample_count: n,
+            updated_at: 1_764_050_000_000,
+        }
     }
 
     fn check(duration: f64, b: Option<Baseline>) -> Verdict {
@@ -259,17 +292,81 @@ mod tests {
         // (p50, p95, mad, duration, status, threshold, bound)
         let cases = [
             // p95 bound 620 beats MAD bound 120 + 180 = 300.
-            (120.0, 310.0, 18.0, 1840.0, Status::Anomaly, 620.0, Bound::P95Factor),
-            (120.0, 310.0, 18.0, 620.0, Status::Normal, 620.0, Bound::P95Factor),
-            (120.0, 310.0, 18.0, 620.001, Status::Anomaly, 620.0, Bound::P95Factor),
+            (
+                120.0,
+                310.0,
+                18.0,
+                1840.0,
+                Status::Anomaly,
+                620.0,
+                Bound::P95Factor,
+            ),
+            (
+                120.0,
+                310.0,
+                18.0,
+                620.0,
+                Status::Normal,
+                620.0,
+                Bound::P95Factor,
+            ),
+            (
+                120.0,
+                310.0,
+                18.0,
+                620.001,
+                Status::Anomaly,
+                620.0,
+                Bound::P95Factor,
+            ),
             // MAD bound 100 + 10 * 50 = 600 beats p95 bound 2 * 150 = 300.
-            (100.0, 150.0, 50.0, 600.0, Status::Normal, 600.0, Bound::P50KMad),
-            (100.0, 150.0, 50.0, 600.5, Status::Anomaly, 600.0, Bound::P50KMad),
+            (
+                100.0,
+                150.0,
+                50.0,
+                600.0,
+                Status::Normal,
+                600.0,
+                Bound::P50KMad,
+            ),
+            (
+                100.0,
+                150.0,
+                50.0,
+                600.5,
+                Status::Anomaly,
+                600.0,
+                Bound::P50KMad,
+            ),
             // MAD below epsilon is floored at 1 ms: 100 + 10 = 110 beats 2 * 50.
-            (100.0, 50.0, 0.0, 110.0, Status::Normal, 110.0, Bound::P50KMad),
-            (100.0, 50.0, 0.0, 110.5, Status::Anomaly, 110.0, Bound::P50KMad),
+            (
+                100.0,
+                50.0,
+                0.0,
+                110.0,
+                Status::Normal,
+                110.0,
+                Bound::P50KMad,
+            ),
+            (
+                100.0,
+                50.0,
+                0.0,
+                110.5,
+                Status::Anomaly,
+                110.0,
+                Bound::P50KMad,
+            ),
             // A tie names the p95 bound.
-            (100.0, 100.0, 10.0, 200.0, Status::Normal, 200.0, Bound::P95Factor),
+            (
+                100.0,
+                100.0,
+                10.0,
+                200.0,
+                Status::Normal,
+                200.0,
+                Bound::P95Factor,
+            ),
         ];
         for (p50, p95, mad, d, status, threshold, bound) in cases {
             let v = check(d, Some(baseline(p50, p95, mad, 1000)));
@@ -287,7 +384,10 @@ mod tests {
         assert_eq!(v.status, Status::InsufficientData);
         assert_eq!(v.threshold(), None);
         assert!(!v.is_anomaly());
-        assert_eq!(check(5000.0, Some(baseline(1.0, 2.0, 1.0, 50))).status, Status::Anomaly);
+        assert_eq!(
+            check(5000.0, Some(baseline(1.0, 2.0, 1.0, 50))).status,
+            Status::Anomaly
+        );
         assert_eq!(check(5000.0, None).status, Status::InsufficientData);
     }
 
@@ -308,25 +408,48 @@ mod tests {
              /pay on weekdays 14:00-15:00 Asia/Taipei, baseline of 60 samples updated 12 s ago"
         );
         let v = check(620.0, Some(baseline(120.0, 310.0, 18.0, 1000)));
-        assert!(v.reason(&ctx()).starts_with("620 ms equals the threshold 620 ms"));
+        assert!(
+            v.reason(&ctx())
+                .starts_with("620 ms equals the threshold 620 ms")
+        );
         let v = check(90.0, Some(baseline(100.0, 50.0, 0.2, 1000)));
-        assert!(v.reason(&ctx()).contains("p50 100 ms + 10 x MAD 1 ms"), "{}", v.reason(&ctx()));
+        assert!(
+            v.reason(&ctx()).contains("p50 100 ms + 10 x MAD 1 ms"),
+            "{}",
+            v.reason(&ctx())
+        );
         let v = check(90.0, Some(baseline(1.0, 2.0, 1.0, 49)));
         assert_eq!(
             v.reason(&ctx()),
             "not judged: 49 of the 50 samples needed for checkout POST /pay on weekdays \
              14:00-15:00 Asia/Taipei; 90 ms was not compared"
         );
-        assert!(check(90.0, None).reason(&ctx()).ends_with("(no baseline yet)"));
+        assert!(
+            check(90.0, None)
+                .reason(&ctx())
+                .ends_with("(no baseline yet)")
+        );
     }
 
     #[test]
     fn formats_numbers_and_ages() {
-        for (x, s) in [(620.0, "620"), (0.5, "0.5"), (1.23456, "1.235"), (-0.0001, "0"), (1e6, "1000000")] {
+        for (x, s) in [
+            (620.0, "620"),
+            (0.5, "0.5"),
+            (1.23456, "1.235"),
+            (-0.0001, "0"),
+            (1e6, "1000000"),
+        ] {
             assert_eq!(num(x), s);
         }
-        for (age, s) in [(-5, "just now"), (0, "just now"), (12_400, "12 s ago"), (600_000, "10 min ago"),
-            (7_200_000, "2 h ago"), (3 * 86_400_000, "3 d ago")] {
+        for (age, s) in [
+            (-5, "just now"),
+            (0, "just now"),
+            (12_400, "12 s ago"),
+            (600_000, "10 min ago"),
+            (7_200_000, "2 h ago"),
+            (3 * 86_400_000, "3 d ago"),
+        ] {
             assert_eq!(age_text(age), s);
         }
     }

@@ -88,7 +88,10 @@ impl Bucketer {
 
 /// The local wall-clock range of an hour bucket: ("14:00", "15:00"); hour 23 ends at "24:00".
 pub fn hour_range(hour: u8) -> (String, String) {
-    (format!("{hour:02}:00"), format!("{:02}:00", u16::from(hour) + 1))
+    (
+        format!("{hour:02}:00"),
+        format!("{:02}:00", u16::from(hour) + 1),
+    )
 }
 
 #[cfg(test)]
@@ -158,13 +161,32 @@ mod tests {
 
     #[test]
     fn holidays_bucket_as_weekend() {
-        let b = bucketer(chrono_tz::Asia::Taipei, SAT_SUN, &["2026-10-10", "2026-12-25"]);
+        let b = bucketer(
+            chrono_tz::Asia::Taipei,
+            SAT_SUN,
+            &["2026-10-10", "2026-12-25"],
+        );
         // 2026-12-25 is a Friday; in Taipei it starts at 2026-12-24T16:00Z.
-        assert_eq!(b.bucket(utc("2026-12-24T15:59:59Z")).day_type, DayType::Weekday);
-        assert_eq!(b.bucket(utc("2026-12-24T16:00:00Z")).day_type, DayType::Weekend);
-        assert_eq!(b.bucket(utc("2026-12-25T15:59:59Z")).day_type, DayType::Weekend);
-        assert_eq!(b.bucket(utc("2026-12-25T16:00:00Z")).day_type, DayType::Weekend); // Saturday
-        assert_eq!(b.bucket(utc("2026-12-27T16:00:00Z")).day_type, DayType::Weekday); // Monday
+        assert_eq!(
+            b.bucket(utc("2026-12-24T15:59:59Z")).day_type,
+            DayType::Weekday
+        );
+        assert_eq!(
+            b.bucket(utc("2026-12-24T16:00:00Z")).day_type,
+            DayType::Weekend
+        );
+        assert_eq!(
+            b.bucket(utc("2026-12-25T15:59:59Z")).day_type,
+            DayType::Weekend
+        );
+        assert_eq!(
+            b.bucket(utc("2026-12-25T16:00:00Z")).day_type,
+            DayType::Weekend
+        ); // Saturday
+        assert_eq!(
+            b.bucket(utc("2026-12-27T16:00:00Z")).day_type,
+            DayType::Weekday
+        ); // Monday
     }
 
     #[test]
@@ -186,9 +208,18 @@ mod tests {
     #[test]
     fn describes_buckets() {
         let b = bucketer(chrono_tz::Asia::Taipei, SAT_SUN, &[]);
-        assert_eq!(b.describe(14, DayType::Weekday), "weekdays 14:00-15:00 Asia/Taipei");
-        assert_eq!(b.describe(23, DayType::Weekend), "weekends 23:00-24:00 Asia/Taipei");
+        assert_eq!(
+            b.describe(14, DayType::Weekday),
+            "weekdays 14:00-15:00 Asia/Taipei"
+        );
+        assert_eq!(
+            b.describe(23, DayType::Weekend),
+            "weekends 23:00-24:00 Asia/Taipei"
+        );
         let h = bucketer(chrono_tz::Asia::Taipei, SAT_SUN, &["2026-10-10"]);
-        assert_eq!(h.describe(0, DayType::Weekend), "weekends and holidays 00:00-01:00 Asia/Taipei");
+        assert_eq!(
+            h.describe(0, DayType::Weekend),
+            "weekends and holidays 00:00-01:00 Asia/Taipei"
+        );
     }
 }

@@ -174,7 +174,11 @@ mod tests {
             ("946684800000000000", Ok(UnixNanos::MIN)),
         ];
         for (input, want) in cases {
-            assert_eq!(UnixNanos::parse(input).map(UnixNanos::as_nanos), want, "{input:?}");
+            assert_eq!(
+                UnixNanos::parse(input).map(UnixNanos::as_nanos),
+                want,
+                "{input:?}"
+            );
         }
     }
 
@@ -195,7 +199,11 @@ mod tests {
             (json!({}), Err(TimestampError::NotANumber)),
         ];
         for (input, want) in cases {
-            assert_eq!(UnixNanos::from_json(&input).map(UnixNanos::as_nanos), want, "{input}");
+            assert_eq!(
+                UnixNanos::from_json(&input).map(UnixNanos::as_nanos),
+                want,
+                "{input}"
+            );
             let via_serde: Result<UnixNanos, _> = serde_json::from_value(input.clone());
             assert_eq!(via_serde.is_ok(), want.is_ok(), "serde agrees on {input}");
         }

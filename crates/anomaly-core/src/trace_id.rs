@@ -64,10 +64,19 @@ mod tests {
     #[test]
     fn normalises() {
         let cases = [
-            ("af7651916cd43dd8448eb211c80319c", "0af7651916cd43dd8448eb211c80319c"),
-            ("0AF7651916CD43DD8448EB211C80319C", "0af7651916cd43dd8448eb211c80319c"),
+            (
+                "af7651916cd43dd8448eb211c80319c",
+                "0af7651916cd43dd8448eb211c80319c",
+            ),
+            (
+                "0AF7651916CD43DD8448EB211C80319C",
+                "0af7651916cd43dd8448eb211c80319c",
+            ),
             ("1", "00000000000000000000000000000001"),
-            ("4bf92f3577b34da6a3ce929d0e0e4736", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(TraceId::parse(input).unwrap().as_str(), want);
@@ -77,7 +86,10 @@ mod tests {
     #[test]
     fn rejects() {
         assert_eq!(TraceId::parse(""), Err(TraceIdError::Empty));
-        assert_eq!(TraceId::parse(&"a".repeat(33)), Err(TraceIdError::TooLong(33)));
+        assert_eq!(
+            TraceId::parse(&"a".repeat(33)),
+            Err(TraceIdError::TooLong(33))
+        );
         for bad in ["xyz", "12 34", "0x12", "-1", "ab\n", "é"] {
             assert_eq!(TraceId::parse(bad), Err(TraceIdError::NotHex), "{bad:?}");
         }

@@ -95,7 +95,8 @@ impl Store {
                     .arg(settings.max_keys);
                 for item in chunk {
                     let body = item.key.encode();
-                    inv.key(self.keys.seen(&item.trace_id)).key(self.keys.dur(&body));
+                    inv.key(self.keys.seen(&item.trace_id))
+                        .key(self.keys.dur(&body));
                     inv.arg(to_micros(item.duration)).arg(body);
                 }
                 inv

@@ -76,10 +76,19 @@ mod tests {
     fn layout_matches_the_contract() {
         let keys = Keys::new("prod:");
         let k = BaselineKey::new("checkout", "POST /pay", 14, DayType::Weekday).unwrap();
-        assert_eq!(keys.window_key(&k), "prod:dur:{checkout|POST /pay|14|weekday}");
-        assert_eq!(keys.baseline_key(&k), "prod:base:{checkout|POST /pay|14|weekday}");
+        assert_eq!(
+            keys.window_key(&k),
+            "prod:dur:{checkout|POST /pay|14|weekday}"
+        );
+        assert_eq!(
+            keys.baseline_key(&k),
+            "prod:base:{checkout|POST /pay|14|weekday}"
+        );
         assert_eq!(keys.dirty_set(), "prod:dirtyKeys");
         let t = TraceId::parse("AF7651916cd43dd8448eb211c80319c").unwrap();
-        assert_eq!(keys.seen_key(&t), "prod:seen:{0af7651916cd43dd8448eb211c80319c}");
+        assert_eq!(
+            keys.seen_key(&t),
+            "prod:seen:{0af7651916cd43dd8448eb211c80319c}"
+        );
     }
 }

@@ -108,7 +108,9 @@ impl Store {
             f(&mut conn).await
         };
         match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => result.inspect_err(|e| tracing::debug!(op, error = %e, "redis operation failed")),
+            Ok(result) => {
+                result.inspect_err(|e| tracing::debug!(op, error = %e, "redis operation failed"))
+            }
             Err(_) => Err(StoreError::Unavailable(format!(
                 "{op} timed out after {:?}",
                 self.timeout

@@ -22,7 +22,11 @@ impl Store {
         let dirty = self.keys.dirty();
         let bodies: Vec<String> = self
             .run("pop_dirty", async |conn| {
-                Ok(redis::cmd("SPOP").arg(&dirty).arg(count).query_async(conn).await?)
+                Ok(redis::cmd("SPOP")
+                    .arg(&dirty)
+                    .arg(count)
+                    .query_async(conn)
+                    .await?)
             })
             .await?;
         let mut batch = DirtyBatch::default();
@@ -79,7 +83,9 @@ impl Store {
                 }
                 pipe.query_async(conn).await.map_err(|e| {
                     // A non-integer element makes the whole reply fail to convert.
-                    if e.kind() == redis::ErrorKind::Parse || e.kind() == redis::ErrorKind::UnexpectedReturnType {
+                    if e.kind() == redis::ErrorKind::Parse
+                        || e.kind() == redis::ErrorKind::UnexpectedReturnType
+                    {
                         StoreError::bad_data("dur:*", e.to_string())
                     } else {
                         e.into()
@@ -137,7 +143,10 @@ impl Store {
     }
 
     /// The baselines of many keys in one round trip, in the order of `keys`.
-    pub async fn baselines(&self, keys: &[BaselineKey]) -> Result<Vec<Option<Baseline>>, StoreError> {
+    pub async fn baselines(
+        &self,
+        keys: &[BaselineKey],
+    ) -> Result<Vec<Option<Baseline>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -174,12 +183,14 @@ fn parse_baseline(name: &str, fields: &[Option<String>]) -> Result<Option<Baseli
             .parse::<f64>()
             .ok()
             .filter(|x| x.is_finite())
-            .ok_or_else(|| StoreError::bad_data(name, format!("field {} is not a number", FIELDS[i])))
+            .ok_or_else(|| {
+                StoreError::bad_data(name, format!("field {} is not a number", FIELDS[i]))
+            })
     };
     let int = |i: usize| -> Result<i64, StoreError> {
-        get(i)?
-            .parse::<i64>()
-            .map_err(|_| StoreError::bad_data(name, format!("field {} is not an integer", FIELDS[i])))
+        get(i)?.parse::<i64>().map_err(|_| {
+            StoreError::bad_data(name, format!("field {} is not an integer", FIELDS[i]))
+        })
     };
     Ok(Some(Baseline {
         p50: float(0)?,
@@ -190,4 +201,3 @@ fn parse_baseline(name: &str, fields: &[Option<String>]) -> Result<Option<Baseli
         updated_at: int(4)?,
     }))
 }
-

@@ -84,7 +84,9 @@ impl RedisServer {
         loop {
             match self.spawn() {
                 Ok(()) => return,
-                Err(e) if Instant::now() > deadline => panic!("could not restart redis-server: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("could not restart redis-server: {e}")
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -103,7 +105,8 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         ensure_installed();
         let dir = self.dir.path();
-        let script = r#"redis-server "$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#;
+        let script =
+            r#"redis-server "$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#;
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -245,7 +248,10 @@ fn read_line(r: &mut impl std::io::BufRead) -> std::io::Result<String> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     if line.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     Ok(line.trim_end_matches("\r\n").to_owned())
 }

@@ -9,13 +9,28 @@ use crate::{key, raw, store, store_at};
 async fn baselines_round_trip() {
     let store = store("base");
     let (a, b, missing) = (key("a", 1), key("b", 2), key("c", 3));
-    let ba = Baseline { p50: 120.0, p95: 310.5, mad: 18.25, sample_count: 1000, updated_at: 1_764_050_000_123 };
-    let bb = Baseline { p50: 0.1 + 0.2, p95: 1e-3, mad: 1.0, sample_count: 50, updated_at: 1 };
+    let ba = Baseline {
+        p50: 120.0,
+        p95: 310.5,
+        mad: 18.25,
+        sample_count: 1000,
+        updated_at: 1_764_050_000_123,
+    };
+    let bb = Baseline {
+        p50: 0.1 + 0.2,
+        p95: 1e-3,
+        mad: 1.0,
+        sample_count: 50,
+        updated_at: 1,
+    };
     store
         .write_baselines(&[(a.clone(), ba), (b.clone(), bb)], Duration::from_secs(60))
         .await
         .unwrap();
-    let got = store.baselines(&[a.clone(), missing.clone(), b.clone()]).await.unwrap();
+    let got = store
+        .baselines(&[a.clone(), missing.clone(), b.clone()])
+        .await
+        .unwrap();
     assert_eq!(got, vec![Some(ba), None, Some(bb)]);
     assert_eq!(store.baseline(&missing).await.unwrap(), None);
 }
@@ -24,12 +39,23 @@ async fn baselines_round_trip() {
 async fn many_baselines_in_one_round_trip() {
     let url = anomaly_testkit::shared_redis_url();
     let store = store_at(url.clone(), "many");
-    let keys: Vec<_> = (0..500u32).map(|i| key(&format!("s{i}"), (i % 24) as u8)).collect();
+    let keys: Vec<_> = (0..500u32)
+        .map(|i| key(&format!("s{i}"), (i % 24) as u8))
+        .collect();
     let items: Vec<_> = keys
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            (k.clone(), Baseline { p50: i as f64, p95: 2.0 * i as f64, mad: 1.0, sample_count: 60, updated_at: 5 })
+            (
+                k.clone(),
+                Baseline {
+                    p50: i as f64,
+                    p95: 2.0 * i as f64,
+                    mad: 1.0,
+                    sample_count: 60,
+                    updated_at: 5,
+                },
+            )
         })
         .collect();
     store.write_baselines(&items, Duration::ZERO).await.unwrap();
@@ -52,7 +78,11 @@ fn hmget_calls(url: &str) -> u64 {
 #[tokio::test]
 async fn dirty_set_drains_in_batches_and_refills() {
     let store = store("drain");
-    let keys: Vec<_> = (0..25u8).map(|i| key("svc", i % 24)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let keys: Vec<_> = (0..25u8)
+        .map(|i| key("svc", i % 24))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     store.mark_dirty(&keys).await.unwrap();
     assert_eq!(store.dirty_len().await.unwrap(), 24);
     let mut seen = Vec::new();
@@ -73,11 +103,20 @@ async fn corrupt_data_is_reported_not_swallowed() {
     let url = anomaly_testkit::shared_redis_url();
     let store = store_at(url.clone(), "corrupt");
     let k = key("svc", 9);
-    raw(&url, &["HSET", &store.keys().baseline_key(&k), "p50", "abc"]);
+    raw(
+        &url,
+        &["HSET", &store.keys().baseline_key(&k), "p50", "abc"],
+    );
     let err = store.baseline(&k).await.unwrap_err();
-    assert!(matches!(err, anomaly_store::StoreError::BadData { .. }), "{err}");
+    assert!(
+        matches!(err, anomaly_store::StoreError::BadData { .. }),
+        "{err}"
+    );
     assert!(!err.is_unavailable());
-    raw(&url, &["LPUSH", &store.keys().window_key(&k), "not-a-number"]);
+    raw(
+        &url,
+        &["LPUSH", &store.keys().window_key(&k), "not-a-number"],
+    );
     let err = store.read_window(&k).await.unwrap_err();
     assert!(!err.is_unavailable(), "{err}");
     // Bodies that do not decode are dropped from the dirty set and reported.

@@ -12,7 +12,10 @@ async fn outage_is_unavailable_and_recovers_without_reconnecting_by_hand() {
     server.stop();
     let err = store.ping().await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
-    let err = store.ingest(&[item(1, &key("a", 1), 1.0)], &settings()).await.unwrap_err();
+    let err = store
+        .ingest(&[item(1, &key("a", 1), 1.0)], &settings())
+        .await
+        .unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     server.restart();
     assert!(
@@ -21,8 +24,14 @@ async fn outage_is_unavailable_and_recovers_without_reconnecting_by_hand() {
         })
         .await
     );
-    let out = store.ingest(&[item(1, &key("a", 1), 1.0)], &settings()).await.unwrap();
-    assert_eq!(out.accepted, 1, "the script is reloaded after the restart emptied its cache");
+    let out = store
+        .ingest(&[item(1, &key("a", 1), 1.0)], &settings())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.accepted, 1,
+        "the script is reloaded after the restart emptied its cache"
+    );
 }
 
 #[tokio::test]

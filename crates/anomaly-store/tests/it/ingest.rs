@@ -12,12 +12,25 @@ async fn pushes_newest_first_and_marks_dirty() {
     let store = store("push");
     let k = key("svc", 1);
     let out = store
-        .ingest(&[item(1, &k, 10.5), item(2, &k, 20.25), item(3, &k, 0.001)], &settings())
+        .ingest(
+            &[item(1, &k, 10.5), item(2, &k, 20.25), item(3, &k, 0.001)],
+            &settings(),
+        )
         .await
         .unwrap();
-    assert_eq!(out, IngestOutcome { accepted: 3, duplicates: 0, over_cardinality: 0 });
+    assert_eq!(
+        out,
+        IngestOutcome {
+            accepted: 3,
+            duplicates: 0,
+            over_cardinality: 0
+        }
+    );
     // Read back exactly as written (to the microsecond), newest first.
-    assert_eq!(store.read_window(&k).await.unwrap(), vec![0.001, 20.25, 10.5]);
+    assert_eq!(
+        store.read_window(&k).await.unwrap(),
+        vec![0.001, 20.25, 10.5]
+    );
     assert_eq!(store.dirty_len().await.unwrap(), 1);
     let batch = store.pop_dirty(10).await.unwrap();
     assert_eq!(batch.keys, vec![k]);
@@ -28,8 +41,13 @@ async fn pushes_newest_first_and_marks_dirty() {
 async fn trims_at_window_size() {
     let store = store("trim");
     let k = key("svc", 2);
-    let s = IngestSettings { window_size: 50, ..settings() };
-    let items: Vec<_> = (0..120u32).map(|i| item(u128::from(i) + 1, &k, f64::from(i))).collect();
+    let s = IngestSettings {
+        window_size: 50,
+        ..settings()
+    };
+    let items: Vec<_> = (0..120u32)
+        .map(|i| item(u128::from(i) + 1, &k, f64::from(i)))
+        .collect();
     store.ingest(&items, &s).await.unwrap();
     let window = store.read_window(&k).await.unwrap();
     assert_eq!(window.len(), 50);
@@ -42,8 +60,14 @@ async fn dedups_with_ttl() {
     let url = anomaly_testkit::shared_redis_url();
     let store = store_at(url.clone(), "dedup");
     let k = key("svc", 3);
-    let s = IngestSettings { dedup_ttl: Duration::from_secs(3600), ..settings() };
-    let first = store.ingest(&[item(7, &k, 1.0), item(7, &k, 2.0)], &s).await.unwrap();
+    let s = IngestSettings {
+        dedup_ttl: Duration::from_secs(3600),
+        ..settings()
+    };
+    let first = store
+        .ingest(&[item(7, &k, 1.0), item(7, &k, 2.0)], &s)
+        .await
+        .unwrap();
     assert_eq!((first.accepted, first.duplicates), (1, 1));
     // The same trace written with leading zeros or upper case is the same trace.
     let again = anomaly_store::IngestItem {
@@ -52,10 +76,20 @@ async fn dedups_with_ttl() {
     };
     assert_eq!(store.ingest(&[again], &s).await.unwrap().duplicates, 1);
     assert_eq!(store.read_window(&k).await.unwrap(), vec![1.0]);
-    let ttl: i64 = raw(&url, &["PTTL", &store.keys().seen_key(&trace(7))]).parse().unwrap();
-    assert!((3_500_000..=3_600_000).contains(&ttl), "seen marker TTL {ttl} ms");
-    let ttl: i64 = raw(&url, &["PTTL", &store.keys().window_key(&k)]).parse().unwrap();
-    assert!(ttl > 29 * 86_400_000, "window expiry is refreshed on write: {ttl} ms");
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().seen_key(&trace(7))])
+        .parse()
+        .unwrap();
+    assert!(
+        (3_500_000..=3_600_000).contains(&ttl),
+        "seen marker TTL {ttl} ms"
+    );
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().window_key(&k)])
+        .parse()
+        .unwrap();
+    assert!(
+        ttl > 29 * 86_400_000,
+        "window expiry is refreshed on write: {ttl} ms"
+    );
 }
 
 #[tokio::test]
@@ -81,7 +115,9 @@ async fn concurrent_duplicates_count_once() {
 #[tokio::test]
 async fn ingests_ten_thousand_traces_in_one_call() {
     let store = store("bulk");
-    let keys: Vec<_> = (0..100u8).map(|i| key(&format!("svc-{i}"), i % 24)).collect();
+    let keys: Vec<_> = (0..100u8)
+        .map(|i| key(&format!("svc-{i}"), i % 24))
+        .collect();
     let items: Vec<_> = (0..10_000u128)
         .map(|i| item(i + 1, &keys[(i % 100) as usize], (i % 997) as f64 + 0.5))
         .collect();
@@ -98,13 +134,31 @@ async fn ingests_ten_thousand_traces_in_one_call() {
 #[tokio::test]
 async fn cardinality_cap_refuses_new_keys_only() {
     let store = store("cap");
-    let s = IngestSettings { max_keys: 2, ..settings() };
+    let s = IngestSettings {
+        max_keys: 2,
+        ..settings()
+    };
     let (a, b, c) = (key("a", 1), key("b", 1), key("c", 1));
     let out = store
-        .ingest(&[item(1, &a, 1.0), item(2, &b, 1.0), item(3, &c, 1.0), item(4, &a, 2.0)], &s)
+        .ingest(
+            &[
+                item(1, &a, 1.0),
+                item(2, &b, 1.0),
+                item(3, &c, 1.0),
+                item(4, &a, 2.0),
+            ],
+            &s,
+        )
         .await
         .unwrap();
-    assert_eq!(out, IngestOutcome { accepted: 3, duplicates: 0, over_cardinality: 1 });
+    assert_eq!(
+        out,
+        IngestOutcome {
+            accepted: 3,
+            duplicates: 0,
+            over_cardinality: 1
+        }
+    );
     assert!(store.read_window(&c).await.unwrap().is_empty());
     // The refused trace was not marked seen: it is accepted once the cap allows it.
     let out = store
@@ -121,10 +175,19 @@ async fn names_full_of_separators_stay_in_their_own_key() {
         anomaly_core::BaselineKey::new("a|b", "c", 1, anomaly_core::DayType::Weekday).unwrap(),
         anomaly_core::BaselineKey::new("a", "b|c", 1, anomaly_core::DayType::Weekday).unwrap(),
         anomaly_core::BaselineKey::new("{a}", "%7C\n", 1, anomaly_core::DayType::Weekday).unwrap(),
-        anomaly_core::BaselineKey::new("日本", "🎉 x".repeat(100), 1, anomaly_core::DayType::Weekday)
-            .unwrap(),
+        anomaly_core::BaselineKey::new(
+            "日本",
+            "🎉 x".repeat(100),
+            1,
+            anomaly_core::DayType::Weekday,
+        )
+        .unwrap(),
     ];
-    let items: Vec<_> = tricky.iter().enumerate().map(|(i, k)| item(i as u128 + 1, k, i as f64)).collect();
+    let items: Vec<_> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, k)| item(i as u128 + 1, k, i as f64))
+        .collect();
     store.ingest(&items, &settings()).await.unwrap();
     for (i, k) in tricky.iter().enumerate() {
         assert_eq!(store.read_window(k).await.unwrap(), vec![i as f64], "{k:?}");

@@ -49,6 +49,9 @@ pub(crate) fn item(n: u128, key: &BaselineKey, ms: f64) -> IngestItem {
 
 /// A redis-cli-like connection for assertions that bypass the code under test.
 pub(crate) fn raw(url: &str, args: &[&str]) -> String {
-    let addr = url.trim_start_matches("redis://").parse().expect("test url is host:port");
+    let addr = url
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("test url is host:port");
     anomaly_testkit::raw_command(addr, args).expect("raw redis command")
 }

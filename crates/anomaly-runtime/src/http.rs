@@ -1,0 +1,356 @@
+//! HTTP plumbing shared by the checker and the ingester: the contract's error shape, JSON and
+//! query extractors whose rejections use it, probes, the metrics middleware, limits and load
+//! shedding.
+//!
+//! Errors are `{"error": {"code": "SNAKE_CASE", "message": "..."}}`. 4xx bodies say what was
+//! wrong; 5xx bodies are opaque and the detail goes to the log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anomaly_core::ConfigError;
+use anomaly_store::{Store, StoreError};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tower::BoxError;
+use tower::ServiceBuilder;
+
+use crate::auth::{self, Tokens};
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+
+/// An API error in the contract's shape.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
+    }
+
+    /// 503 with `Retry-After`, for transient conditions.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    /// 500 with an opaque body; `detail` is logged, never sent.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error; see the service logs",
+        )
+    }
+
+    /// The JSON body, for embedding per-item errors in batch responses.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "redis unavailable");
+            ApiError::unavailable(
+                "REDIS_UNAVAILABLE",
+                "Redis cannot be reached; retry shortly",
+            )
+        } else {
+            ApiError::internal(&e)
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::payload_too_large("the request body is larger than this service accepts")
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            _ => match r {
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::bad_request("MALFORMED_JSON", e.body_text())
+                }
+                JsonRejection::JsonDataError(e) => {
+                    ApiError::bad_request("INVALID_BODY", e.body_text())
+                }
+                other => ApiError::bad_request("INVALID_BODY", other.body_text()),
+            },
+        }
+    }
+}
+
+/// `axum::Json` whose rejections come out in the contract's error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(ApiError::from)
+    }
+}
+
+/// `axum::extract::Query` whose rejections come out in the contract's error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e: QueryRejection| ApiError::bad_request("INVALID_QUERY", e.body_text()))
+    }
+}
+
+/// `<service>.limits`: protection against oversized and overwhelming traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests handled at once; beyond it requests are shed with 503 and Retry-After.
+    pub max_concurrency: usize,
+    /// A request taking longer than this is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_concurrency: 1024,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                format!("{section}.limits.max_body_bytes"),
+                "must be at least 1024",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(ConfigError::new(
+                format!("{section}.limits.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                format!("{section}.limits.request_timeout"),
+                "must be more than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Wraps API routes with authentication, the body limit, the request timeout and load shedding
+/// past the concurrency limit. Probes and metrics are not wrapped: a busy pod must still answer
+/// its liveness probe, and Prometheus must still see why it is busy.
+pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
+    api.layer(axum::middleware::from_fn_with_state(
+        tokens,
+        auth::require_bearer,
+    ))
+    .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+    .layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrency)
+            .timeout(limits.request_timeout),
+    )
+}
+
+async fn overloaded(err: BoxError) -> ApiError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::unavailable("OVERLOADED", "too many requests in flight; retry shortly")
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::unavailable("TIMEOUT", "the request took too long; retry shortly")
+    } else {
+        ApiError::internal(&err)
+    }
+}
+
+/// A readiness check beyond Redis (e.g. Tempo): named, informational, shown on `/readyz`.
+pub type ExtraCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[derive(Clone)]
+struct ProbeState {
+    store: Store,
+    metrics: Metrics,
+    extra: Arc<Vec<(&'static str, ExtraCheck)>>,
+}
+
+/// `/healthz`, `/readyz` (200 only when Redis answers) and `/metrics`.
+pub fn probes(store: Store, metrics: Metrics, extra: Vec<(&'static str, ExtraCheck)>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(ProbeState {
+            store,
+            metrics,
+            extra: Arc::new(extra),
+        })
+}
+
+async fn readyz(State(state): State<ProbeState>) -> Response {
+    let redis = state.store.ping().await;
+    state.metrics.common.redis_up.set(i64::from(redis.is_ok()));
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "redis".into(),
+        json!(match &redis {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        }),
+    );
+    for (name, check) in state.extra.iter() {
+        checks.insert(
+            (*name).into(),
+            json!(check().err().unwrap_or_else(|| "ok".into())),
+        );
+    }
+    match redis {
+        Ok(()) => Json(json!({"status": "ready", "checks": checks})).into_response(),
+        Err(e) => {
+            state.metrics.common.redis_error("ping");
+            tracing::warn!(error = %e, "not ready: redis unavailable");
+            let mut body =
+                ApiError::unavailable("REDIS_UNAVAILABLE", "Redis cannot be reached").body();
+            body["checks"] = serde_json::Value::Object(checks);
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            response
+        }
+    }
+}
+
+async fn metrics_text(State(state): State<ProbeState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Finishes a service's router: JSON 404/405 answers and request metrics on every route.
+pub fn finish(router: Router, metrics: Metrics) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this route does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(metrics, record))
+}
+
+async fn record(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let common = &metrics.common;
+    common
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    common
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

@@ -1,0 +1,16 @@
+//! What every service shares, so the three binaries stay thin: configuration loading (figment:
+//! defaults, YAML file, `ANOMALY_` environment), telemetry, and the HTTP plumbing (the JSON
+//! error shape, probes, metrics, authentication, limits and graceful shutdown).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{CommonConfig, ConfigLoadError, Loaded, ServiceSection, load};
+
+/// Exit status for a bad configuration (EX_CONFIG would be 78; the contract says 64, EX_USAGE).
+pub const EXIT_BAD_CONFIG: i32 = 64;

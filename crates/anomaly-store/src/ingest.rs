@@ -96,7 +96,8 @@ impl Store {
                 for item in chunk {
                     let body = item.key.encode();
                     inv.key(self.keys.seen(&item.trace_id))
-                        .key(self.keys.dur(&body));
+                        .key(self.keys.dur(&body))
+                        .key(self.keys.base(&body));
                     inv.arg(to_micros(item.duration)).arg(body);
                 }
                 inv

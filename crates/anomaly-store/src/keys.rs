@@ -61,7 +61,6 @@ impl Keys {
 
     /// A key of this deployment with a free-form suffix, for the poller's cursor and lease and
     /// the recomputer's bookkeeping (see those modules).
-    #[allow(dead_code)] // Used by the poller and recompute modules as they grow.
     pub(crate) fn named(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }

@@ -18,6 +18,8 @@ mod windows;
 pub mod poller;
 pub mod recompute;
 
+pub use recompute::{CommitOutcome, Recomputed, VersionedWindow};
+
 use std::time::Duration;
 
 use anomaly_core::RedisConfig;

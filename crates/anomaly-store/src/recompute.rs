@@ -1,1 +1,385 @@
-//! Recompute bookkeeping in Redis beyond the dirty set (filled by the recomputer issue).
+//! Recompute bookkeeping: claiming dirty keys so a crash loses none, versioned window reads,
+//! and baseline writes that never let an older window overwrite a newer one.
+//!
+//! **Claims.** SPOP removes a key from `dirtyKeys` before it is recomputed, so a recomputer that
+//! dies in between would leave that baseline stale until another sample happened to arrive.
+//! Instead, [`Store::claim_dirty`] moves the popped bodies into the worker's own in-flight set
+//! `recomputer:inflight:<worker>` and refreshes its heartbeat `recomputer:alive:<worker>` (a
+//! key with a TTL), atomically. [`Store::commit_baselines`] removes a body from the in-flight set
+//! when its baseline is written. [`Store::recover_orphans`], which every recomputer runs before
+//! each drain, hands the in-flight bodies of any worker whose heartbeat expired back to
+//! `dirtyKeys`. A killed recomputer's keys are therefore recomputed at most one claim TTL plus one
+//! drain interval later. Workers are listed in `recomputer:workers`.
+//!
+//! **Versions.** The ingest script increments field `v` of `base:{B}` whenever it pushes to the
+//! window. A recompute reads `v` first, then the window; the baseline is written only if `v` is
+//! still the same. If it changed, a newer sample arrived after the read, and that sample's ingest
+//! put the key back into `dirtyKeys`, so the newer window will be computed. Two recomputers
+//! racing on one key therefore always end with the newest window's baseline.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use anomaly_core::{Baseline, BaselineKey};
+use deadpool_redis::redis::{self, Script};
+
+use crate::{DirtyBatch, Store, StoreError};
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: dirtyKeys, inflight, alive, workers. ARGV: count, heartbeat ttl ms, worker id.
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+local popped = redis.call('SPOP', KEYS[1], ARGV[1])
+for i = 1, #popped, 1000 do
+  redis.call('SADD', KEYS[2], unpack(popped, i, math.min(i + 999, #popped)))
+end
+return popped
+",
+    )
+});
+
+static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: alive, inflight, dirtyKeys, workers. ARGV: worker id, force (1 = even if alive).
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  return -1
+end
+local n = redis.call('SCARD', KEYS[2])
+if n > 0 then
+  redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[2])
+end
+redis.call('DEL', KEYS[2], KEYS[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+return n
+",
+    )
+});
+
+static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS[1] inflight; KEYS[1+i] base:{B_i}.
+-- ARGV[1] retention ms; per key i, 7 values from ARGV[2+7(i-1)]:
+--   body, version read ('' = none), p50, p95, mad, sampleCount ('0' = empty window), updatedAt.
+local retention = tonumber(ARGV[1])
+local written, stale, cleared = 0, 0, 0
+for i = 1, #KEYS - 1 do
+  local base = KEYS[1 + i]
+  local a = 2 + 7 * (i - 1)
+  local current = redis.call('HGET', base, 'v')
+  if not current then current = '' end
+  if current ~= ARGV[a + 1] then
+    stale = stale + 1
+  elseif ARGV[a + 5] == '0' then
+    redis.call('HDEL', base, 'p50', 'p95', 'mad', 'sampleCount', 'updatedAt')
+    cleared = cleared + 1
+  else
+    redis.call('HSET', base, 'p50', ARGV[a + 2], 'p95', ARGV[a + 3], 'mad', ARGV[a + 4],
+      'sampleCount', ARGV[a + 5], 'updatedAt', ARGV[a + 6])
+    if retention > 0 then
+      redis.call('PEXPIRE', base, retention)
+    end
+    written = written + 1
+  end
+  redis.call('SREM', KEYS[1], ARGV[a])
+end
+return {written, stale, cleared}
+",
+    )
+});
+
+/// A window as read for recompute, with the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedWindow {
+    /// Newest first, in milliseconds.
+    pub samples: Vec<f64>,
+    /// Field `v` of `base:{B}` read before the window; `None` when absent.
+    pub version: Option<String>,
+}
+
+/// A baseline to commit, or `None` to clear it (the window is gone).
+#[derive(Debug, Clone)]
+pub struct Recomputed {
+    pub key: BaselineKey,
+    pub version: Option<String>,
+    pub baseline: Option<Baseline>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub written: u64,
+    /// Skipped because the window changed after it was read (the key is dirty again).
+    pub stale: u64,
+    /// Baselines removed because their window is empty (expired).
+    pub cleared: u64,
+}
+
+impl Store {
+    fn inflight_key(&self, worker: &str) -> String {
+        self.keys.named(&format!("recomputer:inflight:{worker}"))
+    }
+
+    fn alive_key(&self, worker: &str) -> String {
+        self.keys.named(&format!("recomputer:alive:{worker}"))
+    }
+
+    fn workers_key(&self) -> String {
+        self.keys.named("recomputer:workers")
+    }
+
+    /// Pops up to `count` dirty keys into `worker`'s in-flight set and refreshes its heartbeat.
+    pub async fn claim_dirty(
+        &self,
+        worker: &str,
+        count: usize,
+        heartbeat: Duration,
+    ) -> Result<DirtyBatch, StoreError> {
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(self.keys.dirty())
+            .key(self.inflight_key(worker))
+            .key(self.alive_key(worker))
+            .key(self.workers_key())
+            .arg(count)
+            .arg(heartbeat.as_millis().max(1) as u64)
+            .arg(worker);
+        let bodies: Vec<String> = self
+            .run("claim_dirty", async |conn| {
+                Ok(inv.invoke_async(conn).await?)
+            })
+            .await?;
+        let mut batch = DirtyBatch::default();
+        let mut invalid = Vec::new();
+        for body in bodies {
+            match BaselineKey::decode(&body) {
+                Ok(key) => batch.keys.push(key),
+                Err(_) => invalid.push(body),
+            }
+        }
+        if !invalid.is_empty() {
+            // Undecodable bodies are dropped from the in-flight set too, or they would be handed
+            // back forever.
+            let inflight = self.inflight_key(worker);
+            let bodies = invalid.clone();
+            self.run("drop_invalid", async |conn| {
+                let _: i64 = redis::cmd("SREM")
+                    .arg(&inflight)
+                    .arg(&bodies)
+                    .query_async(conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        batch.invalid = invalid;
+        Ok(batch)
+    }
+
+    /// Reads windows (at most `window_size` newest samples) with their versions, pipelined.
+    pub async fn read_windows_versioned(
+        &self,
+        keys: &[BaselineKey],
+        window_size: u32,
+    ) -> Result<Vec<VersionedWindow>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| {
+                let body = k.encode();
+                (self.keys.base(&body), self.keys.dur(&body))
+            })
+            .collect();
+        let last = i64::from(window_size) - 1;
+        let raw: Vec<(Option<String>, Vec<i64>)> = self
+            .run("read_windows_versioned", async |conn| {
+                let mut pipe = redis::pipe();
+                for (base, dur) in &names {
+                    // The version is read before the window: see the module docs.
+                    pipe.cmd("HGET").arg(base).arg("v");
+                    pipe.cmd("LRANGE").arg(dur).arg(0).arg(last);
+                }
+                let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
+                flat.chunks(2)
+                    .map(|pair| {
+                        let version: Option<String> = redis::from_redis_value_ref(&pair[0])?;
+                        let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])?;
+                        Ok((version, window))
+                    })
+                    .collect::<Result<_, redis::RedisError>>()
+                    .map_err(|e| StoreError::bad_data("dur:*", e.to_string()))
+            })
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|(version, window)| VersionedWindow {
+                samples: window.into_iter().map(|us| us as f64 / 1000.0).collect(),
+                version,
+            })
+            .collect())
+    }
+
+    /// Writes recomputed baselines whose window is unchanged since it was read, and releases
+    /// every key from `worker`'s in-flight set.
+    pub async fn commit_baselines(
+        &self,
+        worker: &str,
+        items: &[Recomputed],
+        retention: Duration,
+    ) -> Result<CommitOutcome, StoreError> {
+        if items.is_empty() {
+            return Ok(CommitOutcome::default());
+        }
+        let mut inv = COMMIT.prepare_invoke();
+        inv.key(self.inflight_key(worker))
+            .arg(retention.as_millis() as u64);
+        for item in items {
+            let body = item.key.encode();
+            inv.key(self.keys.base(&body));
+            inv.arg(body).arg(item.version.as_deref().unwrap_or(""));
+            match &item.baseline {
+                Some(b) => {
+                    inv.arg(b.p50.to_string())
+                        .arg(b.p95.to_string())
+                        .arg(b.mad.to_string())
+                        .arg(b.sample_count)
+                        .arg(b.updated_at);
+                }
+                None => {
+                    inv.arg("0").arg("0").arg("0").arg(0).arg(0);
+                }
+            }
+        }
+        let (written, stale, cleared): (u64, u64, u64) = self
+            .run("commit_baselines", async |conn| {
+                Ok(inv.invoke_async(conn).await?)
+            })
+            .await?;
+        Ok(CommitOutcome {
+            written,
+            stale,
+            cleared,
+        })
+    }
+
+    /// Hands the in-flight keys of every worker whose heartbeat expired back to `dirtyKeys`;
+    /// returns how many keys were handed back.
+    pub async fn recover_orphans(&self) -> Result<u64, StoreError> {
+        let workers_key = self.workers_key();
+        let workers: Vec<String> = self
+            .run("list_workers", async |conn| {
+                Ok(redis::cmd("SMEMBERS")
+                    .arg(&workers_key)
+                    .query_async(conn)
+                    .await?)
+            })
+            .await?;
+        let mut recovered = 0;
+        for worker in workers {
+            let n = self.hand_back(&worker, false).await?;
+            if n > 0 {
+                tracing::warn!(
+                    worker,
+                    keys = n,
+                    "recovered keys of a recomputer that stopped mid-batch"
+                );
+                recovered += n as u64;
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Returns `worker`'s in-flight keys to `dirtyKeys` and forgets the worker (graceful stop).
+    pub async fn release_worker(&self, worker: &str) -> Result<u64, StoreError> {
+        Ok(self.hand_back(worker, true).await?.max(0) as u64)
+    }
+
+    async fn hand_back(&self, worker: &str, force: bool) -> Result<i64, StoreError> {
+        let mut inv = HAND_BACK.prepare_invoke();
+        inv.key(self.alive_key(worker))
+            .key(self.inflight_key(worker))
+            .key(self.keys.dirty())
+            .key(self.workers_key())
+            .arg(worker)
+            .arg(if force { "1" } else { "0" });
+        self.run("hand_back", async |conn| Ok(inv.invoke_async(conn).await?))
+            .await
+    }
+
+    /// One step of a full scan of `keyIndex` (every key that has a window): returns the next
+    /// cursor (0 when done) and the keys of this step.
+    pub async fn scan_keys(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<BaselineKey>), StoreError> {
+        let index = self.keys.key_index();
+        let (next, bodies): (u64, Vec<String>) = self
+            .run("scan_keys", async |conn| {
+                Ok(redis::cmd("SSCAN")
+                    .arg(&index)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(conn)
+                    .await?)
+            })
+            .await?;
+        Ok((
+            next,
+            bodies
+                .iter()
+                .filter_map(|b| BaselineKey::decode(b).ok())
+                .collect(),
+        ))
+    }
+
+    /// Removes from `keyIndex` the keys whose window has expired (retention), so the cardinality
+    /// cap counts live keys only; returns how many were removed.
+    pub async fn prune_index(&self, keys: &[BaselineKey]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.keys.window_key(k)).collect();
+        let exists: Vec<bool> = self
+            .run("prune_index_check", async |conn| {
+                let mut pipe = redis::pipe();
+                for name in &names {
+                    pipe.cmd("EXISTS").arg(name);
+                }
+                Ok(pipe.query_async(conn).await?)
+            })
+            .await?;
+        let gone: Vec<String> = keys
+            .iter()
+            .zip(exists)
+            .filter(|(_, e)| !e)
+            .map(|(k, _)| k.encode())
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let index = self.keys.key_index();
+        self.run("prune_index", async |conn| {
+            Ok(redis::cmd("SREM")
+                .arg(&index)
+                .arg(&gone)
+                .query_async(conn)
+                .await?)
+        })
+        .await
+    }
+
+    /// Number of keys with a window (SCARD `keyIndex`).
+    pub async fn key_count(&self) -> Result<u64, StoreError> {
+        let index = self.keys.key_index();
+        self.run("key_count", async |conn| {
+            Ok(redis::cmd("SCARD").arg(&index).query_async(conn).await?)
+        })
+        .await
+    }
+}

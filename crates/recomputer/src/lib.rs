@@ -1,15 +1,29 @@
-//! The recomputer service. (Its issue fills in the service itself; for now it serves the probes.)
+//! The recomputer: turns sample windows into baselines.
+//!
+//! Every `interval` it drains `dirtyKeys` in SPOP batches of `batch_size` until the set is empty
+//! or `time_budget` is spent, with `concurrency` batches in flight: claim a batch, read the
+//! windows (one pipelined round trip), compute p50/p95/MAD with anomaly-core, and commit the
+//! baselines (one script call). [`Recomputer::drain_once`] is that one step; [`run`] only
+//! schedules it, serves the probes and stops on shutdown. Any number of replicas may run: SPOP
+//! hands each key to one of them, claims make a crash lose nothing, and versioned commits make
+//! a race end with the newest window (see `anomaly_store::recompute`).
+
+pub mod cli;
+mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use anomaly_core::ConfigError;
+use anomaly_core::{Baseline, ConfigError, StatsConfig, StatsScratch};
 use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
 use anomaly_runtime::http::{self, HttpLimits};
 use anomaly_runtime::metrics::MetricsBuilder;
-use anomaly_store::Store;
+use anomaly_store::{CommitOutcome, Recomputed, Store, StoreError};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+
+pub use metrics::RecomputeMetrics;
 
 /// The `recomputer:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,9 +33,20 @@ pub struct Section {
     pub limits: HttpLimits,
     /// How often the dirty set is drained.
     #[serde(with = "humantime_serde")]
-    pub interval: std::time::Duration,
+    pub interval: Duration,
     /// SPOP count per batch.
     pub batch_size: usize,
+    /// A drain stops claiming new batches after this long (the next one starts at once).
+    #[serde(with = "humantime_serde")]
+    pub time_budget: Duration,
+    /// Batches in flight at once per process.
+    pub concurrency: usize,
+    /// A recomputer silent this long is presumed dead and its claimed keys are handed back.
+    #[serde(with = "humantime_serde")]
+    pub claim_ttl: Duration,
+    /// How often `keyIndex` is swept of keys whose window expired.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl Default for Section {
@@ -29,8 +54,12 @@ impl Default for Section {
         Section {
             listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
             limits: HttpLimits::default(),
-            interval: std::time::Duration::from_secs(30),
+            interval: Duration::from_secs(30),
             batch_size: 500,
+            time_budget: Duration::from_secs(25),
+            concurrency: 4,
+            claim_ttl: Duration::from_secs(60),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -39,28 +68,368 @@ impl ServiceSection for Section {
     const NAME: &'static str = "recomputer";
 
     fn validate(&self, _common: &CommonConfig) -> Result<(), ConfigError> {
-        self.limits.validate(Self::NAME)
+        self.limits.validate(Self::NAME)?;
+        if self.interval.is_zero() {
+            return Err(ConfigError::new(
+                "recomputer.interval",
+                "must be more than 0",
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "recomputer.batch_size",
+                "must be from 1 to 10000",
+            ));
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return Err(ConfigError::new(
+                "recomputer.concurrency",
+                "must be from 1 to 64",
+            ));
+        }
+        if self.claim_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "recomputer.claim_ttl",
+                "must be at least 1s",
+            ));
+        }
+        if self.time_budget.is_zero() {
+            return Err(ConfigError::new(
+                "recomputer.time_budget",
+                "must be more than 0",
+            ));
+        }
+        Ok(())
     }
 }
 
 pub type Config = Loaded<Section>;
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// What one drain did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Baselines written.
+    pub recomputed: u64,
+    /// Keys whose window changed while they were computed (dirty again; recomputed later).
+    pub stale: u64,
+    /// Baselines removed because their window expired.
+    pub cleared: u64,
+    /// Dirty entries that were not valid key bodies (dropped).
+    pub invalid: u64,
+    /// Keys handed back from recomputers that died mid-batch.
+    pub recovered: u64,
+    pub batches: u64,
+    /// The time budget ran out before the dirty set was empty.
+    pub budget_exhausted: bool,
+}
+
+impl DrainOutcome {
+    fn add(&mut self, c: CommitOutcome) {
+        self.recomputed += c.written;
+        self.stale += c.stale;
+        self.cleared += c.cleared;
+    }
+}
+
+/// Recomputes baselines; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Recomputer {
+    store: Store,
+    stats: StatsConfig,
+    retention: Duration,
+    section: Section,
+    worker: String,
+    metrics: RecomputeMetrics,
+}
+
+impl Recomputer {
+    /// `worker` names this process in Redis; it must be unique among live recomputers
+    /// ([`worker_id`] makes one).
+    pub fn new(config: &Config, store: Store, metrics: RecomputeMetrics, worker: String) -> Self {
+        Recomputer {
+            store,
+            stats: config.common.stats.clone(),
+            retention: config.common.retention,
+            section: config.service.clone(),
+            worker,
+            metrics,
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Drains the dirty set once: until it is empty or the time budget is spent.
+    pub async fn drain_once(&self) -> Result<DrainOutcome, StoreError> {
+        let started = Instant::now();
+        let mut outcome = DrainOutcome {
+            // Keys this process claimed in a drain that failed, then those of dead recomputers.
+            recovered: self.store.release_worker(&self.worker).await?
+                + self.store.recover_orphans().await?,
+            ..DrainOutcome::default()
+        };
+        let lanes = (0..self.section.concurrency).map(|_| self.lane(started));
+        for lane in futures::future::join_all(lanes).await {
+            let lane = lane?;
+            outcome.add(CommitOutcome {
+                written: lane.recomputed,
+                stale: lane.stale,
+                cleared: lane.cleared,
+            });
+            outcome.invalid += lane.invalid;
+            outcome.batches += lane.batches;
+            outcome.budget_exhausted |= lane.budget_exhausted;
+        }
+        Ok(outcome)
+    }
+
+    /// One of `concurrency` loops that claim and process batches until none is left.
+    async fn lane(&self, started: Instant) -> Result<DrainOutcome, StoreError> {
+        let mut outcome = DrainOutcome::default();
+        let mut scratch = StatsScratch::default();
+        loop {
+            if started.elapsed() >= self.section.time_budget {
+                outcome.budget_exhausted = true;
+                return Ok(outcome);
+            }
+            let batch = self
+                .store
+                .claim_dirty(
+                    &self.worker,
+                    self.section.batch_size,
+                    self.section.claim_ttl,
+                )
+                .await?;
+            outcome.invalid += batch.invalid.len() as u64;
+            for body in &batch.invalid {
+                tracing::warn!(body, "dropped a dirty entry that is not a valid key");
+            }
+            if batch.keys.is_empty() {
+                return Ok(outcome);
+            }
+            let batch_started = Instant::now();
+            let committed = self.process(batch.keys, &mut scratch).await?;
+            self.metrics.batch_done(batch_started.elapsed(), committed);
+            outcome.add(committed);
+            outcome.batches += 1;
+        }
+    }
+
+    async fn process(
+        &self,
+        keys: Vec<anomaly_core::BaselineKey>,
+        scratch: &mut StatsScratch,
+    ) -> Result<CommitOutcome, StoreError> {
+        let windows = self
+            .store
+            .read_windows_versioned(&keys, self.stats.window_size)
+            .await?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let items: Vec<Recomputed> = keys
+            .into_iter()
+            .zip(windows)
+            .map(|(key, window)| Recomputed {
+                key,
+                baseline: scratch
+                    .compute(&window.samples, self.stats.mad_epsilon_ms)
+                    .map(|s| Baseline::from_stats(s, now_ms)),
+                version: window.version,
+            })
+            .collect();
+        self.store
+            .commit_baselines(&self.worker, &items, self.retention)
+            .await
+    }
+
+    /// Marks every key that has a window dirty and drains until the dirty set is empty,
+    /// reporting `(done, total)` as it goes. Safe beside live recomputers: they simply share
+    /// the work.
+    pub async fn rebuild(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<DrainOutcome, StoreError> {
+        let mut cursor = 0;
+        let mut total = 0u64;
+        loop {
+            let (next, keys) = self.store.scan_keys(cursor, 1000).await?;
+            total += keys.len() as u64;
+            self.store.mark_dirty(&keys).await?;
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        progress(0, total);
+        let mut outcome = DrainOutcome::default();
+        loop {
+            let step = self.drain_once().await?;
+            outcome.recomputed += step.recomputed;
+            outcome.stale += step.stale;
+            outcome.cleared += step.cleared;
+            outcome.invalid += step.invalid;
+            outcome.recovered += step.recovered;
+            outcome.batches += step.batches;
+            let left = self.store.dirty_len().await?;
+            progress(total.saturating_sub(left), total);
+            if left == 0 && !step.budget_exhausted {
+                return Ok(outcome);
+            }
+            if step.batches == 0 {
+                // Others hold the remaining keys; give them a moment.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Sweeps `keyIndex` of keys whose window expired; returns how many were removed.
+    pub async fn prune_once(&self) -> Result<u64, StoreError> {
+        let mut cursor = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys) = self.store.scan_keys(cursor, 1000).await?;
+            removed += self.store.prune_index(&keys).await?;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Hands this worker's claimed keys back (graceful stop).
+    pub async fn release(&self) -> Result<u64, StoreError> {
+        self.store.release_worker(&self.worker).await
+    }
+
+    async fn refresh_backlog(&self) {
+        match self.store.dirty_len().await {
+            Ok(n) => {
+                self.metrics.backlog.set(n as i64);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the dirty backlog"),
+        }
+    }
+}
+
+/// A worker name unique among live recomputers: the pod name where there is one.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "recomputer".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Runs the recomputer loop and its probes until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.common.redis)?;
-    let metrics = MetricsBuilder::new().freeze();
-    let router = http::finish(http::probes(store, metrics.clone(), Vec::new()), metrics);
-    tracing::info!(addr = %listener.local_addr()?, "recomputer listening");
-    anomaly_runtime::shutdown::serve(
+    let mut builder = MetricsBuilder::new();
+    let recompute_metrics = RecomputeMetrics::register(&mut builder);
+    let metrics = builder.freeze();
+    let recomputer = Recomputer::new(&config, store.clone(), recompute_metrics, worker_id());
+    let router = http::finish(
+        http::probes(store, metrics.clone(), Vec::new()),
+        metrics.clone(),
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let server_stop = wait_for(stop_rx.clone());
+    tracing::info!(addr = %listener.local_addr()?, worker = recomputer.worker(), "recomputer listening");
+    let server = tokio::spawn(anomaly_runtime::shutdown::serve(
         listener,
         router,
-        shutdown,
+        server_stop,
         config.service.limits.shutdown_grace,
-    )
-    .await?;
+    ));
+    schedule(&recomputer, &config.service, stop_rx, &metrics.common).await;
+    server.await??;
     Ok(())
+}
+
+async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The loop: drain, wait, repeat; back off while Redis is down; hand back claims on shutdown.
+async fn schedule(
+    recomputer: &Recomputer,
+    section: &Section,
+    stop: tokio::sync::watch::Receiver<bool>,
+    common: &anomaly_runtime::metrics::CommonMetrics,
+) {
+    let mut backoff = Duration::from_millis(500);
+    let mut last_prune = Instant::now();
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = wait_for(stop.clone()) => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let drained = tokio::select! {
+            () = wait_for(stop.clone()) => break,
+            r = recomputer.drain_once() => r,
+        };
+        delay = match drained {
+            Ok(outcome) => {
+                backoff = Duration::from_millis(500);
+                common.redis_up.set(1);
+                if outcome.recomputed + outcome.recovered + outcome.invalid > 0 {
+                    tracing::info!(
+                        recomputed = outcome.recomputed,
+                        stale = outcome.stale,
+                        cleared = outcome.cleared,
+                        recovered = outcome.recovered,
+                        batches = outcome.batches,
+                        "drained dirty keys"
+                    );
+                }
+                if outcome.budget_exhausted {
+                    Duration::ZERO
+                } else {
+                    section.interval
+                }
+            }
+            Err(e) => {
+                recomputer.metrics.errors.inc();
+                common.redis_error("drain");
+                if e.is_unavailable() {
+                    common.redis_up.set(0);
+                }
+                tracing::warn!(error = %e, retry_in = ?backoff, "drain failed");
+                let wait = backoff;
+                backoff = (backoff * 2).min(section.interval);
+                wait
+            }
+        };
+        recomputer.refresh_backlog().await;
+        if last_prune.elapsed() >= section.prune_interval {
+            last_prune = Instant::now();
+            match recomputer.prune_once().await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(removed = n, "pruned expired keys from the key index")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the key index failed"),
+            }
+        }
+    }
+    match recomputer.release().await {
+        Ok(n) => tracing::info!(handed_back = n, "recomputer stopped"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand back claimed keys; they return after claim_ttl")
+        }
+    }
 }

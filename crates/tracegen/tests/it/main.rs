@@ -1,0 +1,3 @@
+//! Integration tests of tracegen's fake Tempo.
+
+mod replay;

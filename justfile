@@ -24,6 +24,11 @@ fmt:
 chart-check:
     bash scripts/chart-check.sh
 
+# Benchmarks: rewrites the figures section of BENCHMARKS.md.
+bench:
+    cargo build --release -p anomaly-bench
+    ./target/release/anomaly-bench --write BENCHMARKS.md recompute
+
 # Build the release binaries.
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anomaly_core::RedisConfig;
 use deadpool_redis::redis::{self, IntoConnectionInfo};
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Connection, Manager, Pool, Runtime};
 use secrecy::ExposeSecret;
 
 pub use error::StoreError;
@@ -66,18 +66,20 @@ impl Store {
             settings = settings.set_password(password.expose_secret());
         }
         info = info.set_redis_settings(settings);
-        let mut cfg = deadpool_redis::Config::from_connection_info(info);
-        cfg.pool = Some(PoolConfig {
-            max_size: config.pool_size,
-            timeouts: Timeouts {
-                wait: Some(config.timeout),
-                create: Some(config.timeout),
-                recycle: Some(config.timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
+        // redis-rs applies a 500 ms response timeout of its own unless told otherwise, which
+        // would fail large pipelined reads long before `redis.timeout`; one bound governs all.
+        let connection = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout));
+        let manager = Manager::new_with_config(info, connection)
+            .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
             .map_err(|e| StoreError::Config(format!("redis pool: {e}")))?;
         Ok(Store {
             pool,

@@ -201,3 +201,46 @@ fn parse_baseline(name: &str, fields: &[Option<String>]) -> Result<Option<Baseli
         updated_at: int(4)?,
     }))
 }
+
+impl Store {
+    /// Replaces whole windows (samples newest first) and marks their keys dirty, as ingest
+    /// would after that many traces. For benchmarks, demos and imports that need full windows
+    /// without minting a trace ID per sample; live traffic goes through [`Store::ingest`].
+    pub async fn replace_windows(
+        &self,
+        windows: &[(BaselineKey, Vec<anomaly_core::DurationMs>)],
+        retention: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let retention_ms = retention.as_millis() as u64;
+        let dirty = self.keys.dirty();
+        let index = self.keys.key_index();
+        self.run("replace_windows", async |conn| {
+            let mut pipe = redis::pipe();
+            for (key, samples) in windows {
+                let body = key.encode();
+                let (dur, base) = (self.keys.dur(&body), self.keys.base(&body));
+                pipe.cmd("DEL").arg(&dur).ignore();
+                if !samples.is_empty() {
+                    let micros: Vec<i64> = samples
+                        .iter()
+                        .map(|d| crate::ingest::to_micros(*d))
+                        .collect();
+                    pipe.cmd("RPUSH").arg(&dur).arg(micros).ignore();
+                }
+                pipe.cmd("HINCRBY").arg(&base).arg("v").arg(1).ignore();
+                if retention_ms > 0 {
+                    pipe.cmd("PEXPIRE").arg(&dur).arg(retention_ms).ignore();
+                    pipe.cmd("PEXPIRE").arg(&base).arg(retention_ms).ignore();
+                }
+                pipe.cmd("SADD").arg(&index).arg(&body).ignore();
+                pipe.cmd("SADD").arg(&dirty).arg(&body).ignore();
+            }
+            let () = pipe.query_async(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+}

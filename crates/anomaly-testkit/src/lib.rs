@@ -28,6 +28,7 @@ const INSTALL_HINT: &str = "redis-server is required by the tests and was not fo
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    persistent: bool,
     dir: tempfile::TempDir,
     running: Option<(Child, ChildStdin)>,
 }
@@ -36,11 +37,22 @@ impl RedisServer {
     /// Starts a server on a free loopback port, with append-only persistence so that a
     /// [`RedisServer::restart`] keeps the data, as a production Redis would.
     pub fn start() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    /// Starts a server without persistence: faster, for tests that never restart it and for
+    /// benchmarks (which must not measure fsync).
+    pub fn start_ephemeral() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let mut server = RedisServer {
                 port,
+                persistent,
                 dir: tempfile::tempdir().expect("create a temporary directory for redis-server"),
                 running: None,
             };
@@ -111,7 +123,7 @@ impl RedisServer {
             .arg("-c")
             .arg(script)
             .arg("redis-wrapper")
-            .args(server_args(self.port, dir))
+            .args(server_args(self.port, dir, self.persistent))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -146,7 +158,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn server_args(port: u16, dir: &Path) -> Vec<String> {
+fn server_args(port: u16, dir: &Path, persistent: bool) -> Vec<String> {
+    let appendonly = if persistent { "yes" } else { "no" };
     [
         "--port",
         &port.to_string(),
@@ -159,7 +172,7 @@ fn server_args(port: u16, dir: &Path) -> Vec<String> {
         "--save",
         "",
         "--appendonly",
-        "yes",
+        appendonly,
         "--appendfsync",
         "always",
         "--daemonize",
@@ -193,7 +206,7 @@ pub fn shared_redis_url() -> String {
         .get_or_init(|| match std::env::var("REDIS_URL") {
             Ok(url) if !url.is_empty() => (url, None),
             _ => {
-                let server = RedisServer::start();
+                let server = RedisServer::start_ephemeral();
                 (server.url(), Some(server))
             }
         })

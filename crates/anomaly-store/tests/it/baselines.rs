@@ -124,3 +124,19 @@ async fn corrupt_data_is_reported_not_swallowed() {
     let batch = store.pop_dirty(10).await.unwrap();
     assert_eq!(batch.invalid, vec!["not|a|key".to_owned()]);
 }
+
+#[tokio::test]
+async fn replaced_windows_read_back_and_are_dirty() {
+    let store = store("replace");
+    let k = key("svc", 5);
+    let samples: Vec<_> = [3.5, 2.0, 1.25]
+        .iter()
+        .map(|&ms| anomaly_core::DurationMs::new(ms).unwrap())
+        .collect();
+    store
+        .replace_windows(&[(k.clone(), samples)], Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(store.read_window(&k).await.unwrap(), vec![3.5, 2.0, 1.25]);
+    assert_eq!(store.pop_dirty(10).await.unwrap().keys, vec![k]);
+}

@@ -151,6 +151,7 @@ impl<'de> Deserialize<'de> for UnixNanos {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::any;
     use serde_json::json;
 
     const NOW: u64 = 1_764_050_000_000_000_000;
@@ -206,6 +207,20 @@ mod tests {
             );
             let via_serde: Result<UnixNanos, _> = serde_json::from_value(input.clone());
             assert_eq!(via_serde.is_ok(), want.is_ok(), "serde agrees on {input}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_is_total_and_round_trips(s in "\\PC{0,30}|[0-9]{1,25}", n in any::<u64>()) {
+            // Never panics on any text; accepts exactly the in-range digit strings.
+            let parsed = UnixNanos::parse(&s);
+            let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let in_range = digits && s.parse::<u64>().is_ok_and(|v| (UnixNanos::MIN..UnixNanos::MAX).contains(&v));
+            proptest::prop_assert_eq!(parsed.is_ok(), in_range);
+            if let Ok(t) = UnixNanos::parse(&n.to_string()) {
+                proptest::prop_assert_eq!(t.as_nanos(), n);
+            }
         }
     }
 

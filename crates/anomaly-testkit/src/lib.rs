@@ -184,13 +184,25 @@ fn server_args(port: u16, dir: &Path, persistent: bool) -> Vec<String> {
 }
 
 fn ensure_installed() {
-    let found = Command::new("redis-server")
+    if let Err(hint) = check_installed(None) {
+        panic!("{hint}");
+    }
+}
+
+/// Whether `redis-server` runs (with `PATH` replaced by `path` when given); the error is the
+/// message a developer sees.
+fn check_installed(path: Option<&str>) -> Result<(), &'static str> {
+    let mut cmd = Command::new("redis-server");
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    let found = cmd
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(found, "{INSTALL_HINT}");
+    if found { Ok(()) } else { Err(INSTALL_HINT) }
 }
 
 fn free_port() -> u16 {
@@ -295,5 +307,38 @@ fn read_reply(r: &mut impl std::io::BufRead) -> std::io::Result<String> {
             Ok(items.join("\n"))
         }
         _ => Err(bad("unknown reply type")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_redis_server_fails_with_an_install_hint() {
+        let hint = check_installed(Some("/nonexistent")).unwrap_err();
+        assert!(hint.contains("apt-get install -y redis-server"), "{hint}");
+        check_installed(None).expect("redis-server is installed on this machine");
+    }
+
+    #[test]
+    fn servers_stop_and_restart_on_the_same_port() {
+        let mut server = RedisServer::start();
+        let port = server.port();
+        server.command(&["SET", "k", "v"]);
+        server.stop();
+        assert!(raw_command(server.addr(), &["PING"]).is_err());
+        server.restart();
+        assert_eq!(server.port(), port);
+        assert_eq!(
+            server.command(&["GET", "k"]),
+            "v",
+            "append-only persistence keeps data"
+        );
+    }
+
+    #[test]
+    fn prefixes_are_unique() {
+        assert_ne!(unique_prefix("a"), unique_prefix("a"));
     }
 }

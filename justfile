@@ -16,6 +16,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# Supply chain: licenses, banned or duplicate crates, sources (advisories need GitHub access).
+deny:
+    cargo deny check licenses bans sources
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -15,7 +15,8 @@ async fn baselines_equal_core_statistics() {
     let keys: Vec<_> = (0..20).map(key).collect();
     // Varied windows: key i gets 40 + 10 i samples of a skewed, unsorted pattern.
     let f = |i: usize, j: u32| {
-        f64::from((j * 7919 + i as u32 * 31) % 500) * 0.25 + if j.is_multiple_of(17) { 900.0 } else { 0.0 }
+        f64::from((j * 7919 + i as u32 * 31) % 500) * 0.25
+            + if j.is_multiple_of(17) { 900.0 } else { 0.0 }
     };
     for (i, k) in keys.iter().enumerate() {
         seed(

@@ -354,3 +354,43 @@ async fn record(State(metrics): State<Metrics>, request: Request, next: Next) ->
         .inc();
     response
 }
+
+/// Runs every request to `router`'s routes in an `http request` span, named `METHOD /route` for
+/// OpenTelemetry, whose parent is the caller's W3C `traceparent` when it carries a valid one
+/// (see [`crate::telemetry::parent_context`]). The caller's trace ID is also recorded as the
+/// `trace_id` field, so logs correlate even when OTLP export is off. Apply it to API routes; the
+/// probes would only add noise to traces.
+pub fn trace(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(trace_request))
+}
+
+async fn trace_request(request: Request, next: Next) -> Response {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = crate::telemetry::parent_context(request.headers());
+    let remote = parent.span().span_context().clone();
+    if remote.is_valid() {
+        span.record("trace_id", remote.trace_id().to_string());
+        // Without the OpenTelemetry layer (export off) there is no parent to set; that is fine.
+        let _ = span.set_parent(parent);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}

@@ -140,3 +140,31 @@ async fn replaced_windows_read_back_and_are_dirty() {
     assert_eq!(store.read_window(&k).await.unwrap(), vec![3.5, 2.0, 1.25]);
     assert_eq!(store.pop_dirty(10).await.unwrap().keys, vec![k]);
 }
+
+#[tokio::test]
+async fn versioned_reads_survive_a_flushed_script_cache() {
+    let url = anomaly_testkit::shared_redis_url();
+    let store = store_at(url.clone(), "versioned_flush");
+    let (k, empty) = (key("svc", 6), key("svc", 7));
+    let samples: Vec<_> = [3.5, 0.001, 86_400_000.0, 12.25]
+        .iter()
+        .map(|&ms| anomaly_core::DurationMs::new(ms).unwrap())
+        .collect();
+    store
+        .replace_windows(&[(k.clone(), samples)], Duration::ZERO)
+        .await
+        .unwrap();
+    // A restarted or failed-over Redis has lost its scripts: the read loads them again.
+    raw(&url, &["SCRIPT", "FLUSH"]);
+    let read = store
+        .read_windows_versioned(&[k.clone(), empty], 1000)
+        .await
+        .unwrap();
+    assert_eq!(read[0].samples, vec![3.5, 0.001, 86_400_000.0, 12.25]);
+    assert_eq!(read[0].samples, store.read_window(&k).await.unwrap());
+    assert!(read[1].samples.is_empty());
+    assert_eq!(read[1].version, None);
+    // The window is capped at the size asked for, newest first.
+    let two = store.read_windows_versioned(&[k], 2).await.unwrap();
+    assert_eq!(two[0].samples, vec![3.5, 0.001]);
+}

@@ -1,7 +1,14 @@
 //! Development tools for latency-anomaly; never deployed.
 //!
-//! [`tempo`] is a fake Grafana Tempo search API over an in-memory, mutable set of traces, with a
-//! clock and faults the tests control, so the ingester's poller can be tested against what a real
-//! Tempo sends (see `testdata/tempo/`).
+//! - [`traffic`] models a few services whose latencies follow the hour of the day and the
+//!   weekday/weekend split, with lognormal noise and injected anomalies, deterministic by seed.
+//! - [`feed`] adds that traffic to a fake Tempo as time passes (and a history at once).
+//! - [`push`] sends it to the ingester's push API in batches.
+//! - [`tempo`] is a fake Grafana Tempo search API over an in-memory, mutable set of traces, with
+//!   a clock and faults the tests control, so the ingester's poller can be tested against what a
+//!   real Tempo sends (see `testdata/tempo/`).
 
+pub mod feed;
+pub mod push;
 pub mod tempo;
+pub mod traffic;

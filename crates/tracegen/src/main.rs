@@ -1,11 +1,24 @@
-//! The `tracegen` binary: development helpers. For now it serves the fake Tempo.
+//! The `tracegen` binary: demo traffic served as a fake Tempo or pushed to the ingester, and a
+//! helper telling which bucket an instant falls in.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Parser, Subcommand};
+use anomaly_core::{Bucketer, TimeConfig};
+use anyhow::Context;
+use chrono::{NaiveDate, Weekday};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use tracegen::feed::{LiveFeed, unix_nanos};
+use tracegen::push::{PushSummary, Pusher};
+use tracegen::tempo::{FakeTempo, Mode};
+use tracegen::traffic::{Generator, Profile};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Development helpers for latency-anomaly")]
+#[command(
+    version,
+    about = "Demo traffic and development helpers for latency-anomaly"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -13,28 +26,278 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serves a fake Tempo search API (empty; for poking at the ingester by hand).
+    /// Serve generated traffic through a fake Tempo search API (`/api/search`, `/ready`): a
+    /// history at start, then new traces as time passes.
     ServeTempo {
         #[arg(long, default_value = "127.0.0.1:3200")]
         listen: SocketAddr,
         /// Behave like Tempo v3 (hide the newest 30 s, `traces: []` when empty).
         #[arg(long)]
         v3: bool,
+        /// History to generate before serving, e.g. `7d` (so a backfill has data).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        history: Duration,
+        /// Serve no traffic at all (an empty Tempo for poking at the ingester by hand).
+        #[arg(long)]
+        empty: bool,
+        /// How often new traces are added.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        tick: Duration,
+        #[command(flatten)]
+        traffic: TrafficArgs,
     },
+    /// Push generated traffic to the ingester's `POST /v1/traces/ingest`: the last `--history`
+    /// at once, then (with `--follow`) new traces every `--interval`.
+    Push {
+        /// The ingest endpoint, e.g. `http://127.0.0.1:8081/v1/traces/ingest`.
+        #[arg(long)]
+        url: String,
+        /// Bearer token, when the ingester demands one.
+        #[arg(long, env = "TRACEGEN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        history: Duration,
+        /// Keep pushing new traces until interrupted.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        interval: Duration,
+        /// Traces per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// Print the bucket (`HOUR DAYTYPE`, e.g. `14 weekday`) of an instant in the calendar.
+    Bucket {
+        /// Unix seconds; now when absent.
+        #[arg(long)]
+        at: Option<u64>,
+        #[command(flatten)]
+        calendar: CalendarArgs,
+    },
+}
+
+/// The calendar the patterns follow; use the services' `timezone`, `weekend_days` and
+/// `holidays`, or the slow hour lands in another bucket.
+#[derive(Debug, Clone, ClapArgs)]
+struct CalendarArgs {
+    /// IANA time zone.
+    #[arg(long, default_value = "Asia/Taipei")]
+    timezone: String,
+    #[arg(long, value_delimiter = ',', default_value = "Sat,Sun")]
+    weekend_days: Vec<String>,
+    /// ISO dates bucketed as weekend.
+    #[arg(long, value_delimiter = ',')]
+    holidays: Vec<String>,
+}
+
+impl CalendarArgs {
+    fn time_config(&self) -> anyhow::Result<TimeConfig> {
+        let timezone = self
+            .timezone
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--timezone {:?}: {e}", self.timezone))?;
+        let weekend_days = self
+            .weekend_days
+            .iter()
+            .map(|d| {
+                d.parse::<Weekday>()
+                    .map_err(|_| anyhow::anyhow!("--weekend-days: {d:?} is not a weekday"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let holidays = self
+            .holidays
+            .iter()
+            .map(|d| {
+                NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .with_context(|| format!("--holidays: {d:?} is not YYYY-MM-DD"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let config = TimeConfig {
+            timezone,
+            weekend_days,
+            holidays,
+        };
+        config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Clone, ClapArgs)]
+struct TrafficArgs {
+    /// Same seed, same traces (IDs, start times, durations).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of traces injected as anomalies (0-1).
+    #[arg(long, default_value_t = 0.005)]
+    anomaly_rate: f64,
+    /// Local hour in which `checkout POST /api/checkout` is 3x slower.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(0..24))]
+    slow_hour: u8,
+    /// Multiplies every endpoint's request rate (about 6.2 requests a minute in all at 1).
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    #[command(flatten)]
+    calendar: CalendarArgs,
+}
+
+impl TrafficArgs {
+    fn generator(&self) -> anyhow::Result<Generator> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.anomaly_rate),
+            "--anomaly-rate must be from 0 to 1"
+        );
+        anyhow::ensure!(
+            self.rate_scale.is_finite() && self.rate_scale > 0.0,
+            "--rate-scale must be more than 0"
+        );
+        let mut profile = Profile::demo();
+        profile.anomaly_rate = self.anomaly_rate;
+        profile.slow_hour = self.slow_hour;
+        profile.rate_scale = self.rate_scale;
+        Ok(Generator::new(
+            profile,
+            self.seed,
+            &self.calendar.time_config()?,
+        ))
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
-        Command::ServeTempo { listen, v3 } => {
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            let tempo = tracegen::tempo::FakeTempo::new();
-            if v3 {
-                tempo.set_mode(tracegen::tempo::Mode::V3);
-            }
-            eprintln!("fake tempo on http://{}", listener.local_addr()?);
-            tempo.serve(listener).await?;
+        Command::ServeTempo {
+            listen,
+            v3,
+            history,
+            empty,
+            tick,
+            traffic,
+        } => serve_tempo(listen, v3, history, empty, tick, &traffic).await,
+        Command::Push {
+            url,
+            token,
+            history,
+            follow,
+            interval,
+            batch,
+            traffic,
+        } => {
+            let generator = traffic.generator()?;
+            let pusher = Pusher::new(url, token, batch);
+            push(&generator, &pusher, history, follow, interval).await
+        }
+        Command::Bucket { at, calendar } => {
+            let bucketer = Bucketer::new(&calendar.time_config()?);
+            let secs = at.unwrap_or_else(|| unix_nanos(SystemTime::now()) / 1_000_000_000);
+            let instant = chrono::DateTime::from_timestamp(i64::try_from(secs)?, 0)
+                .context("--at is out of range")?;
+            let b = bucketer.bucket(instant);
+            writeln!(std::io::stdout(), "{} {}", b.hour, b.day_type)?;
             Ok(())
         }
+    }
+}
+
+async fn serve_tempo(
+    listen: SocketAddr,
+    v3: bool,
+    history: Duration,
+    empty: bool,
+    tick: Duration,
+    traffic: &TrafficArgs,
+) -> anyhow::Result<()> {
+    let tempo = FakeTempo::new();
+    if v3 {
+        tempo.set_mode(Mode::V3);
+    }
+    let feed = if empty {
+        None
+    } else {
+        let now = unix_nanos(SystemTime::now());
+        let started = Instant::now();
+        let from = now.saturating_sub(u64::try_from(history.as_nanos())?);
+        let mut feed = LiveFeed::new(traffic.generator()?, from);
+        let report = feed.step(&tempo, now);
+        eprintln!(
+            "tracegen: {} traces of history ({}; {} partial) in {:.1?}",
+            report.traces(),
+            humantime::format_duration(history),
+            report.partial,
+            started.elapsed()
+        );
+        Some(feed)
+    };
+    // Bound only now, so `/ready` answers once the history is in.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("tracegen: fake tempo on http://{}", listener.local_addr()?);
+    if let Some(feed) = feed {
+        tokio::spawn(feed.run(tempo.clone(), tick, std::future::pending()));
+    }
+    axum::serve(listener, tempo.router())
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+async fn push(
+    generator: &Generator,
+    pusher: &Pusher,
+    history: Duration,
+    follow: bool,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let now = unix_nanos(SystemTime::now());
+    let mut cursor = now.saturating_sub(u64::try_from(history.as_nanos())?);
+    let mut total = PushSummary::default();
+    let stop = shutdown();
+    tokio::pin!(stop);
+    loop {
+        let now = unix_nanos(SystemTime::now());
+        let traces = generator.traces_between(cursor, now);
+        cursor = now;
+        let summary = pusher.push(&traces).await?;
+        total += summary;
+        eprintln!(
+            "tracegen: pushed {} traces: {} accepted, {} duplicates, {} rejected",
+            traces.len(),
+            summary.accepted,
+            summary.duplicates,
+            summary.rejected
+        );
+        if !follow {
+            break;
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+    eprintln!(
+        "tracegen: total {} accepted, {} duplicates, {} rejected in {} requests",
+        total.accepted, total.duplicates, total.rejected, total.batches
+    );
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }

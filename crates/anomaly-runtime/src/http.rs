@@ -224,6 +224,9 @@ impl HttpLimits {
 /// Wraps API routes with authentication, the body limit, the request timeout and load shedding
 /// past the concurrency limit. Probes and metrics are not wrapped: a busy pod must still answer
 /// its liveness probe, and Prometheus must still see why it is busy.
+///
+/// The concurrency limit is one budget for all of `api`'s routes together (axum applies a
+/// layer to each route separately, so a per-layer limit would multiply by the route count).
 pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
     api.layer(axum::middleware::from_fn_with_state(
         tokens,
@@ -234,7 +237,9 @@ pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
         ServiceBuilder::new()
             .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
             .load_shed()
-            .concurrency_limit(limits.max_concurrency)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrency,
+            ))
             .timeout(limits.request_timeout),
     )
 }

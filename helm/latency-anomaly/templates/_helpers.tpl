@@ -1,0 +1,300 @@
+{{/*
+Shared names, labels and values derived from several settings. Component templates take a dict
+`(dict "ctx" $ "component" "checker")` so one helper serves checker, ingester and recomputer.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "latency-anomaly.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name: fullnameOverride, or release name + chart name (the release name alone when it
+already contains the chart name). Truncated so that "-<component>" still fits in 63 characters.
+*/}}
+{{- define "latency-anomaly.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "latency-anomaly.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "latency-anomaly.labels" -}}
+helm.sh/chart: {{ include "latency-anomaly.chart" . }}
+{{ include "latency-anomaly.selectorLabels" . }}
+app.kubernetes.io/version: {{ (default .Chart.AppVersion .Values.image.tag) | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: latency-anomaly
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select the release's pods. */}}
+{{- define "latency-anomaly.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "latency-anomaly.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Name of one component's resources: <fullname>-<component>. Takes (dict "ctx" $ "component" NAME). */}}
+{{- define "latency-anomaly.componentFullname" -}}
+{{- printf "%s-%s" (include "latency-anomaly.fullname" .ctx) .component }}
+{{- end }}
+
+{{/* Labels of one component's resources. Takes (dict "ctx" $ "component" NAME). */}}
+{{- define "latency-anomaly.componentLabels" -}}
+{{ include "latency-anomaly.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Labels that select one component's pods. Takes (dict "ctx" $ "component" NAME). */}}
+{{- define "latency-anomaly.componentSelectorLabels" -}}
+{{ include "latency-anomaly.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The ServiceAccount the components run as. */}}
+{{- define "latency-anomaly.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "latency-anomaly.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* An image reference from an image block. Takes (dict "image" BLOCK "defaultTag" TAG). */}}
+{{- define "latency-anomaly.imageRef" -}}
+{{- $repo := .image.repository }}
+{{- if .image.registry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .image.registry) .image.repository }}
+{{- end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (toString (default .defaultTag .image.tag)) }}
+{{- end }}
+{{- end }}
+
+{{/* The latency-anomaly image. */}}
+{{- define "latency-anomaly.image" -}}
+{{- include "latency-anomaly.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion) }}
+{{- end }}
+
+{{/* Name of the bundled Redis resources. */}}
+{{- define "latency-anomaly.redisFullname" -}}
+{{- include "latency-anomaly.componentFullname" (dict "ctx" . "component" "redis") }}
+{{- end }}
+
+{{/* The Redis URL the components use: the bundled Redis Service, or externalRedis.url. */}}
+{{- define "latency-anomaly.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:6379" (include "latency-anomaly.redisFullname" .) }}
+{{- else }}
+{{- .Values.externalRedis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+The TCP port of a URL: the explicit port, else the scheme's default (http 80, https 443,
+redis/rediss 6379). A value without "://" is read as host:port.
+*/}}
+{{- define "latency-anomaly.urlPort" -}}
+{{- $url := . }}
+{{- $scheme := "" }}
+{{- $rest := $url }}
+{{- if contains "://" $url }}
+{{- $parts := splitn "://" 2 $url }}
+{{- $scheme = lower $parts._0 }}
+{{- $rest = $parts._1 }}
+{{- end }}
+{{- $hostport := regexReplaceAll "[/?#].*$" $rest "" }}
+{{- $hostport = regexReplaceAll "^.*@" $hostport "" }}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" }}
+{{- if $port }}
+{{- $port }}
+{{- else if eq $scheme "https" }}
+{{- "443" }}
+{{- else if or (eq $scheme "redis") (eq $scheme "rediss") }}
+{{- "6379" }}
+{{- else }}
+{{- "80" }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret the chart creates from values. */}}
+{{- define "latency-anomaly.secretName" -}}
+{{- include "latency-anomaly.fullname" . }}
+{{- end }}
+
+{{/* Secret holding the Redis password. */}}
+{{- define "latency-anomaly.redisAuthSecretName" -}}
+{{- default (include "latency-anomaly.secretName" .) .Values.redisAuth.existingSecret }}
+{{- end }}
+
+{{/* Secret holding the Tempo credentials. */}}
+{{- define "latency-anomaly.tempoAuthSecretName" -}}
+{{- default (include "latency-anomaly.secretName" .) .Values.tempoAuth.existingSecret }}
+{{- end }}
+
+{{/* Secret holding one component's API token file. Takes (dict "ctx" $ "component" NAME). */}}
+{{- define "latency-anomaly.apiAuthSecretName" -}}
+{{- $auth := index .ctx.Values.apiAuth .component }}
+{{- default (include "latency-anomaly.secretName" .ctx) $auth.existingSecret }}
+{{- end }}
+
+{{/* Whether a component serves a token-protected API. Takes (dict "ctx" $ "component" NAME); prints "true" or nothing. */}}
+{{- define "latency-anomaly.apiAuthEnabled" -}}
+{{- $auth := index .ctx.Values.apiAuth .component | default dict }}
+{{- if $auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Where a component's token file is mounted. Takes the component name. */}}
+{{- define "latency-anomaly.tokensDir" -}}
+{{- printf "/var/run/secrets/latency-anomaly/%s" . }}
+{{- end }}
+
+{{/*
+The key/value pairs of the Secret the chart creates, as JSON (values not yet encoded; JSON keeps
+every value a string). Empty when every secret comes from an existing Secret or is off.
+*/}}
+{{- define "latency-anomaly.secretData" -}}
+{{- $data := dict }}
+{{- if and .Values.redisAuth.enabled (not .Values.redisAuth.existingSecret) }}
+{{- $_ := set $data .Values.redisAuth.existingSecretKey .Values.redisAuth.password }}
+{{- end }}
+{{- $tempo := .Values.tempoAuth }}
+{{- if and (ne $tempo.type "none") (not $tempo.existingSecret) }}
+{{- if eq $tempo.type "basic" }}
+{{- $_ := set $data $tempo.existingSecretKeys.username $tempo.username }}
+{{- $_ := set $data $tempo.existingSecretKeys.password $tempo.password }}
+{{- else }}
+{{- $_ := set $data $tempo.existingSecretKeys.token $tempo.token }}
+{{- end }}
+{{- end }}
+{{- range $component := list "checker" "ingester" }}
+{{- $auth := index $.Values.apiAuth $component }}
+{{- if and $auth.enabled (not $auth.existingSecret) }}
+{{- $_ := set $data $auth.existingSecretKey (printf "%s\n" (join "\n" $auth.tokens)) }}
+{{- end }}
+{{- end }}
+{{- if $data }}
+{{- toJson $data }}
+{{- end }}
+{{- end }}
+
+{{/*
+The shared config file, as YAML: `config` as given, plus what the chart decides (the Redis URL,
+the listen addresses from the ports, the token file paths), then `extraConfig` over it. Secrets
+never appear here.
+*/}}
+{{- define "latency-anomaly.config" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- $_ := set $cfg.redis "url" (include "latency-anomaly.redisUrl" .) }}
+{{- /* An empty tenant is the binaries' default; leaving it out keeps the file minimal. */}}
+{{- if not $cfg.ingester.tempo.org_id }}
+{{- $_ := unset $cfg.ingester.tempo "org_id" }}
+{{- end }}
+{{- $_ := set $cfg "checker" (dict) }}
+{{- range $component := list "checker" "ingester" "recomputer" }}
+{{- $section := index $cfg $component }}
+{{- $_ := set $section "listen" (printf "0.0.0.0:%d" (int (index $.Values $component).port)) }}
+{{- if include "latency-anomaly.apiAuthEnabled" (dict "ctx" $ "component" $component) }}
+{{- $_ := set $section "auth" (dict "tokens_file" (printf "%s/tokens" (include "latency-anomaly.tokensDir" $component))) }}
+{{- end }}
+{{- end }}
+{{- $cfg = mergeOverwrite $cfg (deepCopy .Values.extraConfig) }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Checks of settings the schema cannot express; each failure names the value to fix. Rendered once,
+from configmap.yaml.
+*/}}
+{{- define "latency-anomaly.validate" -}}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) }}
+{{- fail "latency-anomaly: set externalRedis.url (redis://host:6379) or redis.enabled=true" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.externalRedis.url }}
+{{- fail "latency-anomaly: externalRedis.url is set while redis.enabled=true; set redis.enabled=false to use the external Redis" }}
+{{- end }}
+{{- if and .Values.externalRedis.url (not (regexMatch "^rediss?://" .Values.externalRedis.url)) }}
+{{- fail "latency-anomaly: externalRedis.url must start with redis:// or rediss://" }}
+{{- end }}
+{{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" .Values.externalRedis.url }}
+{{- fail "latency-anomaly: externalRedis.url must not hold a password (it would land in the ConfigMap); use redisAuth" }}
+{{- end }}
+{{- with .Values.redisAuth }}
+{{- if and .enabled (not .existingSecret) (not .password) }}
+{{- fail "latency-anomaly: redisAuth.enabled needs redisAuth.existingSecret or redisAuth.password" }}
+{{- end }}
+{{- end }}
+{{- with .Values.tempoAuth }}
+{{- if and (eq .type "basic") (not .existingSecret) (or (not .username) (not .password)) }}
+{{- fail "latency-anomaly: tempoAuth.type=basic needs tempoAuth.existingSecret, or tempoAuth.username and tempoAuth.password" }}
+{{- end }}
+{{- if and (eq .type "bearer") (not .existingSecret) (not .token) }}
+{{- fail "latency-anomaly: tempoAuth.type=bearer needs tempoAuth.existingSecret or tempoAuth.token" }}
+{{- end }}
+{{- end }}
+{{- range $component := list "checker" "ingester" }}
+{{- $auth := index $.Values.apiAuth $component }}
+{{- if and $auth.enabled (not $auth.existingSecret) }}
+{{- if not $auth.tokens }}
+{{- fail (printf "latency-anomaly: apiAuth.%s.enabled needs apiAuth.%s.existingSecret or apiAuth.%s.tokens" $component $component $component) }}
+{{- end }}
+{{- range $auth.tokens }}
+{{- if not (regexMatch "^[!-~]+$" (toString .)) }}
+{{- fail (printf "latency-anomaly: apiAuth.%s.tokens must be non-empty printable ASCII without spaces" $component) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* The chart-created Secret holds every value-sourced secret; two of them must not share a key. */}}
+{{- $keys := list }}
+{{- if and .Values.redisAuth.enabled (not .Values.redisAuth.existingSecret) }}
+{{- $keys = append $keys .Values.redisAuth.existingSecretKey }}
+{{- end }}
+{{- if and (ne .Values.tempoAuth.type "none") (not .Values.tempoAuth.existingSecret) }}
+{{- if eq .Values.tempoAuth.type "basic" }}
+{{- $keys = append $keys .Values.tempoAuth.existingSecretKeys.username }}
+{{- $keys = append $keys .Values.tempoAuth.existingSecretKeys.password }}
+{{- else }}
+{{- $keys = append $keys .Values.tempoAuth.existingSecretKeys.token }}
+{{- end }}
+{{- end }}
+{{- range $component := list "checker" "ingester" }}
+{{- $auth := index $.Values.apiAuth $component }}
+{{- if and $auth.enabled (not $auth.existingSecret) }}
+{{- $keys = append $keys $auth.existingSecretKey }}
+{{- end }}
+{{- end }}
+{{- if ne (len $keys) (len (uniq $keys)) }}
+{{- fail (printf "latency-anomaly: the Secret created from values would hold the same key twice (%s); give each secret its own existingSecretKey" (join ", " $keys)) }}
+{{- end }}
+{{- if gt (int .Values.config.stats.min_samples) (int .Values.config.stats.window_size) }}
+{{- fail "latency-anomaly: config.stats.min_samples must not exceed config.stats.window_size" }}
+{{- end }}
+{{- range $component := list "checker" "ingester" "recomputer" }}
+{{- $a := (index $.Values $component).autoscaling }}
+{{- if $a.enabled }}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
+{{- fail (printf "latency-anomaly: %s.autoscaling.minReplicas is greater than maxReplicas" $component) }}
+{{- end }}
+{{- if and (not $a.targetCPUUtilizationPercentage) (not $a.targetMemoryUtilizationPercentage) }}
+{{- fail (printf "latency-anomaly: %s.autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" $component) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,22 +1,89 @@
-//! The checker service. (Its issue fills in the service itself; for now it serves the probes.)
+//! The checker: the stateless, O(1), explainable check API.
+//!
+//! `POST /v1/anomaly/check` and `POST /v1/anomaly/check/batch` judge durations against the
+//! precomputed baseline of their (service, endpoint, hour, dayType) key; `GET /v1/baseline`
+//! shows a stored baseline and its bucket. The per-request work is a bucket computation, a
+//! cache lookup or one pipelined `HMGET` per batch, and a comparison: it never reads a sample
+//! window and never computes a percentile, so it does not grow with the window size or the
+//! number of keys.
+//!
+//! Staleness: a baseline is recomputed at most `recomputer.interval` (plus the drain's time
+//! budget) after its newest sample, and a cached baseline (or a cached absence) is served for at
+//! most `checker.cache.ttl`. An answer therefore reflects the samples of at most
+//! `recomputer.interval + recomputer.time_budget + checker.cache.ttl` ago (35 s + 5 s with the
+//! defaults); a key's first baseline may go unnoticed for up to `checker.cache.ttl` after it is
+//! written. The cache is only an optimisation: losing it (a restart) loses nothing.
+
+mod baseline;
+mod cache;
+mod check;
+mod metrics;
+mod openapi;
+mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anomaly_core::ConfigError;
+use anomaly_runtime::auth::{AuthConfig, Tokens};
 use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
 use anomaly_runtime::http::{self, HttpLimits};
-use anomaly_runtime::metrics::MetricsBuilder;
-use anomaly_store::Store;
+use axum::Router;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+
+pub use openapi::{openapi, openapi_json};
+
+use crate::state::AppState;
 
 /// The `checker:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Section {
+    /// Address the API, the probes and the metrics listen on.
     pub listen: SocketAddr,
+    /// Body size, concurrency, timeout and shutdown limits.
     pub limits: HttpLimits,
+    /// Optional bearer tokens for the API (probes, metrics and `/openapi.json` stay open).
+    pub auth: AuthConfig,
+    /// The in-process baseline cache.
+    pub cache: CacheSection,
+    /// Most items a batch may carry.
+    pub max_batch_items: usize,
+    /// Longest accepted `rootServiceName` or `rootTraceName`, in bytes.
+    pub max_name_bytes: usize,
+    /// A `startTimeUnixNano` further than this in the future is refused (a clock or unit
+    /// mistake); `0s` accepts any instant up to 2100.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Distinct `service` label values of `anomaly_checks_total`; services beyond it (and
+    /// services without a baseline) are counted as `other`, so callers cannot blow up the
+    /// metric's cardinality.
+    pub max_service_labels: usize,
+}
+
+/// `checker.cache`: baselines (and their absence) kept in memory so hot keys cost no Redis
+/// round trip.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// How long a baseline, or the absence of one, is served from memory; `0s` turns the cache
+    /// off.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most keys kept; the least useful are evicted first.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            ttl: Duration::from_secs(5),
+            max_entries: 100_000,
+        }
+    }
 }
 
 impl Default for Section {
@@ -24,6 +91,12 @@ impl Default for Section {
         Section {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             limits: HttpLimits::default(),
+            auth: AuthConfig::default(),
+            cache: CacheSection::default(),
+            max_batch_items: 1000,
+            max_name_bytes: 256,
+            max_future_skew: Duration::from_secs(3600),
+            max_service_labels: 200,
         }
     }
 }
@@ -32,21 +105,72 @@ impl ServiceSection for Section {
     const NAME: &'static str = "checker";
 
     fn validate(&self, _common: &CommonConfig) -> Result<(), ConfigError> {
-        self.limits.validate(Self::NAME)
+        self.limits.validate(Self::NAME)?;
+        Tokens::load(&self.auth, Self::NAME)?;
+        if self.cache.ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "checker.cache.ttl",
+                "must be at most 1h (answers would lag the baselines by that much)",
+            ));
+        }
+        if self.cache.max_entries == 0 {
+            return Err(ConfigError::new(
+                "checker.cache.max_entries",
+                "must be at least 1 (set checker.cache.ttl to 0s to turn the cache off)",
+            ));
+        }
+        if !(1..=100_000).contains(&self.max_batch_items) {
+            return Err(ConfigError::new(
+                "checker.max_batch_items",
+                "must be from 1 to 100000",
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_name_bytes) {
+            return Err(ConfigError::new(
+                "checker.max_name_bytes",
+                "must be from 1 to 65536",
+            ));
+        }
+        if self.max_service_labels > 10_000 {
+            return Err(ConfigError::new(
+                "checker.max_service_labels",
+                "must be at most 10000",
+            ));
+        }
+        Ok(())
     }
 }
 
 pub type Config = Loaded<Section>;
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// The whole service as a router: the API (authenticated when tokens are configured, limited,
+/// traced), `/openapi.json`, the probes and the metrics. Nothing connects until the first
+/// request, so it builds while Redis is down.
+pub fn app(config: &Config) -> anyhow::Result<Router> {
+    let state = AppState::new(config)?;
+    let tokens = Tokens::load(&config.service.auth, Section::NAME)?;
+    let api = Router::new()
+        .route("/v1/anomaly/check", post(check::check))
+        .route("/v1/anomaly/check/batch", post(check::check_batch))
+        .route("/v1/baseline", get(baseline::get_baseline))
+        .with_state(state.clone());
+    let api = http::trace(http::protect_api(api, &config.service.limits, tokens));
+    let docs = Router::new().route("/openapi.json", get(openapi::serve));
+    let probes = http::probes(state.store().clone(), state.metrics().clone(), Vec::new());
+    Ok(http::finish(
+        api.merge(docs).merge(probes),
+        state.metrics().clone(),
+    ))
+}
+
+/// Runs the service on `listener` until `shutdown` resolves, then gives in-flight requests
+/// `checker.limits.shutdown_grace` to finish.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.common.redis)?;
-    let metrics = MetricsBuilder::new().freeze();
-    let router = http::finish(http::probes(store, metrics.clone(), Vec::new()), metrics);
+    let router = app(&config)?;
     tracing::info!(addr = %listener.local_addr()?, "checker listening");
     anomaly_runtime::shutdown::serve(
         listener,

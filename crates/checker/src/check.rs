@@ -1,0 +1,462 @@
+//! `POST /v1/anomaly/check` and `POST /v1/anomaly/check/batch`: validate, bucket, look the
+//! baseline up (cache, then one round trip for all misses), judge and explain.
+//!
+//! Fields arrive as raw JSON values and are validated one by one, so every mistake gets its own
+//! code and message instead of a generic deserialisation error; a bad batch item is answered in
+//! its slot and does not spoil the others.
+
+use std::collections::HashMap;
+
+use anomaly_core::rule::Bound;
+use anomaly_core::{
+    Baseline, BaselineKey, Bucket, DurationMs, ReasonContext, Status, UnixNanos, Verdict,
+};
+use anomaly_runtime::http::{ApiError, ApiJson};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::state::{AppState, InputLimits, Now};
+
+/// A check: which request, when, and how long it took.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CheckRequest {
+    /// The service, as in Tempo's `rootServiceName`; 1 to `checker.max_name_bytes` bytes.
+    #[schema(value_type = String, example = "checkout")]
+    root_service_name: Option<Value>,
+    /// The endpoint, as in Tempo's `rootTraceName`; 1 to `checker.max_name_bytes` bytes.
+    #[schema(value_type = String, example = "POST /pay")]
+    root_trace_name: Option<Value>,
+    /// When the request started: nanoseconds since the Unix epoch, as a decimal string or an
+    /// integer, from 2000 to 2100 and at most `checker.max_future_skew` ahead of the clock.
+    #[schema(value_type = String, example = "1764050000000000000")]
+    start_time_unix_nano: Option<Value>,
+    /// How long it took, in milliseconds: a number (or a decimal string) from 0 to 86400000.
+    #[schema(value_type = f64, example = 1840.0)]
+    duration_ms: Option<Value>,
+}
+
+/// Up to `checker.max_batch_items` checks.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct BatchRequest {
+    #[schema(value_type = Vec<CheckRequest>)]
+    items: Option<Vec<Value>>,
+}
+
+/// The verdict for one check, with the numbers it was decided on.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CheckResponse {
+    /// Whether `durationMs` exceeds `threshold`; false when not judged.
+    is_anomaly: bool,
+    status: CheckStatus,
+    bucket: BucketBody,
+    /// The baseline the check was judged against; null when none exists for the key.
+    #[schema(required = true)]
+    baseline: Option<BaselineBody>,
+    /// `max(p95 * factor, p50 + k * max(mad, mad_epsilon_ms))`; null for INSUFFICIENT_DATA.
+    #[schema(required = true)]
+    threshold: Option<f64>,
+    /// A sentence with the numbers: which bound applied and by how much it was exceeded.
+    #[schema(
+        example = "1840 ms exceeds the threshold 620 ms by 1220 ms (p95 310 ms x factor 2.0; the MAD bound p50 120 ms + 10 x MAD 18 ms = 300 ms is lower) for checkout POST /pay on weekdays 14:00-15:00 Asia/Taipei, baseline of 1000 samples updated 12 s ago"
+    )]
+    reason: String,
+    /// The checked duration, as validated.
+    duration_ms: f64,
+    /// Which bound set the threshold; null for INSUFFICIENT_DATA.
+    #[schema(required = true)]
+    bound: Option<BoundName>,
+    /// `p95 * factor`; null for INSUFFICIENT_DATA.
+    #[schema(required = true)]
+    p95_bound: Option<f64>,
+    /// `p50 + k * max(mad, mad_epsilon_ms)`; null for INSUFFICIENT_DATA.
+    #[schema(required = true)]
+    mad_bound: Option<f64>,
+    /// `durationMs - threshold`: positive for an anomaly; null for INSUFFICIENT_DATA.
+    #[schema(required = true)]
+    excess_ms: Option<f64>,
+    /// Samples a baseline needs before a duration is judged (`stats.min_samples`).
+    min_samples: u64,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum CheckStatus {
+    Normal,
+    Anomaly,
+    InsufficientData,
+}
+
+impl From<Status> for CheckStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Normal => CheckStatus::Normal,
+            Status::Anomaly => CheckStatus::Anomaly,
+            Status::InsufficientData => CheckStatus::InsufficientData,
+        }
+    }
+}
+
+/// Which of the two bounds set the threshold.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub(crate) enum BoundName {
+    #[serde(rename = "p95 * factor")]
+    P95Factor,
+    #[serde(rename = "p50 + k * MAD")]
+    P50KMad,
+}
+
+/// Whether a local date counts as a weekday or a weekend (holidays count as weekend).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DayTypeBody {
+    Weekday,
+    Weekend,
+}
+
+impl From<anomaly_core::DayType> for DayTypeBody {
+    fn from(d: anomaly_core::DayType) -> Self {
+        match d {
+            anomaly_core::DayType::Weekday => DayTypeBody::Weekday,
+            anomaly_core::DayType::Weekend => DayTypeBody::Weekend,
+        }
+    }
+}
+
+/// Where the request's start falls in the configured time zone.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BucketBody {
+    /// Local hour, 0 to 23.
+    #[schema(example = 14)]
+    hour: u8,
+    day_type: DayTypeBody,
+    /// The bucket in words.
+    #[schema(example = "weekdays 14:00-15:00 Asia/Taipei")]
+    description: String,
+}
+
+/// A precomputed baseline.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BaselineBody {
+    /// Median duration of the window, ms.
+    #[schema(example = 120.0)]
+    p50: f64,
+    /// 95th percentile, ms.
+    #[schema(example = 310.0)]
+    p95: f64,
+    /// Median absolute deviation from p50, ms (floored at `stats.mad_epsilon_ms`).
+    #[schema(example = 18.0)]
+    mad: f64,
+    /// Samples in the window.
+    #[schema(example = 1000)]
+    sample_count: u64,
+    /// When the recomputer wrote it, Unix milliseconds.
+    #[schema(example = 1_764_050_000_000_i64)]
+    updated_at: i64,
+}
+
+impl From<Baseline> for BaselineBody {
+    fn from(b: Baseline) -> Self {
+        BaselineBody {
+            p50: b.p50,
+            p95: b.p95,
+            mad: b.mad,
+            sample_count: b.sample_count,
+            updated_at: b.updated_at,
+        }
+    }
+}
+
+/// The answers of a batch, in the order of its items.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchResponse {
+    results: Vec<BatchResult>,
+}
+
+/// One batch answer: a check response, or the error that item had.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum BatchResult {
+    Checked(Box<CheckResponse>),
+    Failed(ErrorBody),
+}
+
+/// The contract's error shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable SNAKE_CASE code, e.g. INVALID_DURATION.
+    #[schema(example = "INVALID_DURATION")]
+    code: String,
+    /// What was wrong, for people.
+    #[schema(example = "durationMs must not be negative")]
+    message: String,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code.to_owned(),
+                message: e.message.clone(),
+            },
+        }
+    }
+}
+
+/// A check whose fields all passed validation.
+#[derive(Debug)]
+struct ValidCheck {
+    key: BaselineKey,
+    duration: DurationMs,
+    bucket: Bucket,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/anomaly/check",
+    tag = "check",
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "The verdict", body = CheckResponse),
+        (status = 400, description = "A field is missing or invalid (INVALID_SERVICE, INVALID_ENDPOINT, INVALID_START_TIME, INVALID_DURATION, INVALID_BODY, MALFORMED_JSON)", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 413, description = "The body is larger than checker.limits.max_body_bytes", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 503, description = "Redis cannot be reached (REDIS_UNAVAILABLE) or the service is overloaded (OVERLOADED, TIMEOUT); retry after Retry-After seconds", body = ErrorBody),
+    )
+)]
+pub(crate) async fn check(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CheckRequest>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let now = Now::read();
+    let valid = validate(request, &state, now)?;
+    let baseline = state.cache.get(&valid.key).await?;
+    Ok(Json(judge(&state, &valid, baseline, now)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/anomaly/check/batch",
+    tag = "check",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per item, in order: a check response or an error", body = BatchResponse),
+        (status = 400, description = "The body is not {\"items\": [...]} (INVALID_BODY, MALFORMED_JSON)", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 413, description = "More than checker.max_batch_items items (BATCH_TOO_LARGE) or a body larger than checker.limits.max_body_bytes (PAYLOAD_TOO_LARGE)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 503, description = "Redis cannot be reached (REDIS_UNAVAILABLE) or the service is overloaded (OVERLOADED, TIMEOUT); retry after Retry-After seconds", body = ErrorBody),
+    )
+)]
+pub(crate) async fn check_batch(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let Some(items) = request.items else {
+        return Err(ApiError::bad_request(
+            "INVALID_BODY",
+            "the body must be {\"items\": [CheckRequest...]}",
+        ));
+    };
+    let max = state.limits.max_batch_items;
+    if items.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BATCH_TOO_LARGE",
+            format!(
+                "the batch has {} items, more than the limit of {max} (checker.max_batch_items); split it",
+                items.len()
+            ),
+        ));
+    }
+    let now = Now::read();
+    let checks: Vec<Result<ValidCheck, ApiError>> = items
+        .into_iter()
+        .map(|item| {
+            if !item.is_object() {
+                return Err(ApiError::bad_request(
+                    "INVALID_ITEM",
+                    "each item must be a JSON object",
+                ));
+            }
+            let request = CheckRequest::deserialize(item)
+                .map_err(|e| ApiError::bad_request("INVALID_ITEM", e.to_string()))?;
+            validate(request, &state, now)
+        })
+        .collect();
+
+    // Distinct keys in first-seen order, so each is looked up (and fetched) once.
+    let mut index: HashMap<&BaselineKey, usize> = HashMap::new();
+    let mut keys: Vec<BaselineKey> = Vec::new();
+    for check in checks.iter().flatten() {
+        index.entry(&check.key).or_insert_with(|| {
+            keys.push(check.key.clone());
+            keys.len() - 1
+        });
+    }
+    let baselines = state.cache.get_many(&keys).await?;
+
+    let results = checks
+        .iter()
+        .map(|check| match check {
+            Ok(valid) => {
+                let baseline = index.get(&valid.key).and_then(|&i| baselines[i]);
+                BatchResult::Checked(Box::new(judge(&state, valid, baseline, now)))
+            }
+            Err(e) => BatchResult::Failed(ErrorBody::from(e)),
+        })
+        .collect();
+    Ok(Json(BatchResponse { results }))
+}
+
+/// Validates the fields in the order of the contract; the first problem is the answer.
+fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCheck, ApiError> {
+    let limits = &state.limits;
+    let service = name(
+        request.root_service_name,
+        "rootServiceName",
+        "INVALID_SERVICE",
+        limits,
+    )?;
+    let endpoint = name(
+        request.root_trace_name,
+        "rootTraceName",
+        "INVALID_ENDPOINT",
+        limits,
+    )?;
+    let start = timestamp(request.start_time_unix_nano.as_ref(), limits, now)?;
+    let duration = match &request.duration_ms {
+        None => Err(ApiError::bad_request(
+            "INVALID_DURATION",
+            "durationMs is missing",
+        )),
+        Some(v) => DurationMs::from_json(Some(v))
+            .map_err(|e| ApiError::bad_request("INVALID_DURATION", e.to_string())),
+    }?;
+    let bucket = state.bucketer.bucket(start.to_datetime());
+    let key = BaselineKey::new(service, endpoint, bucket.hour, bucket.day_type)
+        // Both names were checked to be non-empty and the hour comes from a clock.
+        .map_err(|e| ApiError::bad_request("INVALID_KEY", e.to_string()))?;
+    Ok(ValidCheck {
+        key,
+        duration,
+        bucket,
+    })
+}
+
+/// A service or endpoint name: a non-empty string of at most `max_name_bytes` bytes.
+fn name(
+    value: Option<Value>,
+    field: &str,
+    code: &'static str,
+    limits: &InputLimits,
+) -> Result<String, ApiError> {
+    let s = match value {
+        None => return Err(ApiError::bad_request(code, format!("{field} is missing"))),
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                code,
+                format!("{field} must be a string"),
+            ));
+        }
+    };
+    check_name(&s, field, code, limits)?;
+    Ok(s)
+}
+
+pub(crate) fn check_name(
+    s: &str,
+    field: &str,
+    code: &'static str,
+    limits: &InputLimits,
+) -> Result<(), ApiError> {
+    if s.is_empty() {
+        return Err(ApiError::bad_request(
+            code,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if s.len() > limits.max_name_bytes {
+        return Err(ApiError::bad_request(
+            code,
+            format!(
+                "{field} is {} bytes long, more than the limit of {} (checker.max_name_bytes)",
+                s.len(),
+                limits.max_name_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn timestamp(value: Option<&Value>, limits: &InputLimits, now: Now) -> Result<UnixNanos, ApiError> {
+    let invalid = |m: String| ApiError::bad_request("INVALID_START_TIME", m);
+    let value = value.ok_or_else(|| invalid("startTimeUnixNano is missing".to_owned()))?;
+    let start = UnixNanos::from_json(value).map_err(|e| invalid(e.to_string()))?;
+    let skew = limits.max_future_skew;
+    if !skew.is_zero() && u128::from(start.as_nanos()) > now.unix_nanos + skew.as_nanos() {
+        return Err(invalid(format!(
+            "startTimeUnixNano is more than {} in the future (checker.max_future_skew); is the \
+             clock or the unit right?",
+            humantime_serde::re::humantime::format_duration(skew)
+        )));
+    }
+    Ok(start)
+}
+
+/// The verdict and its explanation; counts it by status and service.
+fn judge(
+    state: &AppState,
+    check: &ValidCheck,
+    baseline: Option<Baseline>,
+    now: Now,
+) -> CheckResponse {
+    let verdict = Verdict::evaluate(check.duration, baseline.as_ref(), &state.stats);
+    let key = &check.key;
+    let description = state.describe(key.hour, key.day_type);
+    let reason = verdict.reason(&ReasonContext {
+        subject: format!("{} {}", key.service, key.endpoint),
+        bucket: description.to_owned(),
+        baseline_age_ms: baseline.map(|b| now.unix_millis().saturating_sub(b.updated_at)),
+    });
+    state
+        .checks
+        .check(&key.service, verdict.status, baseline.is_some());
+    let j = verdict.judgement;
+    CheckResponse {
+        is_anomaly: verdict.is_anomaly(),
+        status: verdict.status.into(),
+        bucket: BucketBody {
+            hour: check.bucket.hour,
+            day_type: check.bucket.day_type.into(),
+            description: description.to_owned(),
+        },
+        baseline: baseline.map(BaselineBody::from),
+        threshold: verdict.threshold(),
+        reason,
+        duration_ms: verdict.duration_ms,
+        bound: j.map(|j| match j.bound {
+            Bound::P95Factor => BoundName::P95Factor,
+            Bound::P50KMad => BoundName::P50KMad,
+        }),
+        p95_bound: j.map(|j| j.p95_bound),
+        mad_bound: j.map(|j| j.mad_bound),
+        excess_ms: j.map(|j| j.excess_ms),
+        min_samples: verdict.min_samples,
+    }
+}

@@ -1,0 +1,120 @@
+//! What every handler shares: the store behind its cache, the bucketer, the rule's settings,
+//! the input limits and the metrics. Built once per service instance; cheap to clone.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anomaly_core::{Bucketer, DayType, StatsConfig, TimeConfig};
+use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
+use anomaly_store::Store;
+
+use crate::Config;
+use crate::cache::BaselineCache;
+use crate::metrics::CheckerMetrics;
+
+#[derive(Debug, Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) cache: BaselineCache,
+    pub(crate) bucketer: Bucketer,
+    /// [`Bucketer::describe`] of every bucket, computed once: weekday hours 0-23, then weekend.
+    descriptions: Vec<String>,
+    pub(crate) time: TimeConfig,
+    pub(crate) stats: StatsConfig,
+    pub(crate) limits: InputLimits,
+    pub(crate) checks: CheckerMetrics,
+    pub(crate) metrics: Metrics,
+}
+
+/// Bounds on what a request may carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputLimits {
+    pub(crate) max_batch_items: usize,
+    pub(crate) max_name_bytes: usize,
+    pub(crate) max_future_skew: Duration,
+}
+
+impl AppState {
+    pub(crate) fn new(config: &Config) -> anyhow::Result<AppState> {
+        let store = Store::connect(&config.common.redis)?;
+        let mut builder = MetricsBuilder::new();
+        let checks = CheckerMetrics::register(&mut builder, config.service.max_service_labels);
+        let metrics = builder.freeze();
+        let cache = BaselineCache::new(
+            store,
+            &config.service.cache,
+            checks.clone(),
+            metrics.common.clone(),
+        );
+        let time = config.common.time();
+        let bucketer = Bucketer::new(&time);
+        let descriptions = [DayType::Weekday, DayType::Weekend]
+            .into_iter()
+            .flat_map(|d| (0..24).map(move |h| (h, d)))
+            .map(|(h, d)| bucketer.describe(h, d))
+            .collect();
+        Ok(AppState(Arc::new(Inner {
+            cache,
+            bucketer,
+            descriptions,
+            time,
+            stats: config.common.stats.clone(),
+            limits: InputLimits {
+                max_batch_items: config.service.max_batch_items,
+                max_name_bytes: config.service.max_name_bytes,
+                max_future_skew: config.service.max_future_skew,
+            },
+            checks,
+            metrics,
+        })))
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        self.0.cache.store()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
+impl Inner {
+    /// The bucket in words, e.g. "weekdays 14:00-15:00 Asia/Taipei".
+    pub(crate) fn describe(&self, hour: u8, day_type: DayType) -> &str {
+        let offset = match day_type {
+            DayType::Weekday => 0,
+            DayType::Weekend => 24,
+        };
+        &self.descriptions[offset + usize::from(hour.min(23))]
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The wall clock, read once per request: bucket and baseline age need it, and the domain
+/// crate never reads it itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    pub(crate) unix_nanos: u128,
+}
+
+impl Now {
+    pub(crate) fn read() -> Now {
+        let unix_nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Now { unix_nanos }
+    }
+
+    pub(crate) fn unix_millis(self) -> i64 {
+        i64::try_from(self.unix_nanos / 1_000_000).unwrap_or(i64::MAX)
+    }
+}

@@ -1,83 +1,243 @@
-//! The ingester service. (Its issue fills in the service itself; for now it serves the probes.)
+//! The ingester: turns traces into latency samples, pushed (`POST /v1/traces/ingest`) or
+//! polled from Grafana Tempo's search API, deduplicated by trace ID.
+//!
+//! - [`api`]: the push API and its OpenAPI document.
+//! - [`poller`]: the Tempo poller (`poll_once`, windows, splitting, the cursor, the lease).
+//! - [`backfill`]: `ingester backfill`, history in resumable steps.
+//! - [`tempo`]: the Tempo search client (retries, error classification, response parsing).
+//! - [`trace`]: one trace validated into a sample (shared by push, poll and backfill).
+
+pub mod api;
+pub mod backfill;
+pub mod cli;
+pub mod config;
+mod ingest;
+pub mod metrics;
+pub mod poller;
+pub mod tempo;
+pub mod trace;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use anomaly_core::ConfigError;
-use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
-use anomaly_runtime::http::{self, HttpLimits};
-use anomaly_runtime::metrics::MetricsBuilder;
-use anomaly_store::Store;
-use serde::Deserialize;
+use anomaly_core::Bucketer;
+use anomaly_runtime::auth::Tokens;
+use anomaly_runtime::config::Loaded;
+use anomaly_runtime::http::{self, ExtraCheck};
+use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
+use anomaly_store::{IngestSettings, Store};
+use axum::Router;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-/// The `ingester:` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Section {
-    pub listen: SocketAddr,
-    pub limits: HttpLimits,
-    pub tempo: TempoSection,
-}
+pub use backfill::{BackfillArgs, BackfillError, BackfillReport};
+pub use config::{IgnoreRule, Section, TempoAuth, TempoSection};
+pub use ingest::BatchReport;
+pub use poller::{PollError, PollOutcome, Poller, WindowReport};
 
-/// `ingester.tempo:`: where and how often to poll.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TempoSection {
-    /// Tempo's HTTP base URL; empty turns the poller off.
-    pub url: String,
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: std::time::Duration,
-    #[serde(with = "humantime_serde")]
-    pub lookback: std::time::Duration,
-}
-
-impl Default for TempoSection {
-    fn default() -> Self {
-        TempoSection {
-            url: String::new(),
-            poll_interval: std::time::Duration::from_secs(15),
-            lookback: std::time::Duration::from_secs(120),
-        }
-    }
-}
-
-impl Default for Section {
-    fn default() -> Self {
-        Section {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
-            limits: HttpLimits::default(),
-            tempo: TempoSection::default(),
-        }
-    }
-}
-
-impl ServiceSection for Section {
-    const NAME: &'static str = "ingester";
-
-    fn validate(&self, _common: &CommonConfig) -> Result<(), ConfigError> {
-        self.limits.validate(Self::NAME)
-    }
-}
+use crate::ingest::Ingest;
+use crate::metrics::IngestMetrics;
+use crate::poller::WindowFetcher;
+use crate::tempo::{TempoClient, TempoStatus};
+use crate::trace::IgnoreRules;
 
 pub type Config = Loaded<Section>;
 
-/// Runs the service on `listener` until `shutdown` resolves.
+/// One ingester instance: its store, metrics, push API and (when Tempo is configured) poller.
+#[derive(Debug, Clone)]
+pub struct Ingester {
+    config: Arc<Config>,
+    store: Store,
+    metrics: Metrics,
+    ingest_metrics: IngestMetrics,
+    ingest: Ingest,
+    tokens: Tokens,
+    tempo: Option<TempoClient>,
+    tempo_status: TempoStatus,
+    owner: String,
+}
+
+/// A lease owner ID unique to this process: the pod name (HOSTNAME), the pid and a random part.
+fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingester".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+impl Ingester {
+    /// Builds an instance on `config`; no connection is made yet.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.common.redis)?;
+        Self::with_store(config, store)
+    }
+
+    /// Builds an instance on an existing store handle.
+    pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
+        let mut builder = MetricsBuilder::new();
+        let ingest_metrics = IngestMetrics::register(builder.registry());
+        let metrics = builder.freeze();
+        let section = &config.service;
+        let settings = IngestSettings {
+            window_size: config.common.stats.window_size,
+            dedup_ttl: config.common.dedup_ttl,
+            retention: config.common.retention,
+            max_keys: section.max_keys,
+        };
+        let ignore = IgnoreRules::new(&section.ignore)?;
+        let ingest = Ingest::new(
+            store.clone(),
+            settings,
+            Bucketer::new(&config.common.time()),
+            ignore,
+            ingest_metrics.clone(),
+        );
+        let tokens = Tokens::load(&section.auth, "ingester")?;
+        let owner = owner_id();
+        let tempo_status = TempoStatus::default();
+        let tempo = section
+            .tempo
+            .enabled()
+            .then(|| {
+                let agent = format!(
+                    "latency-anomaly-ingester/{} ({owner})",
+                    env!("CARGO_PKG_VERSION")
+                );
+                TempoClient::new(
+                    &section.tempo,
+                    &agent,
+                    ingest_metrics.clone(),
+                    tempo_status.clone(),
+                )
+            })
+            .transpose()?;
+        Ok(Ingester {
+            config: Arc::new(config),
+            store,
+            metrics,
+            ingest_metrics,
+            ingest,
+            tokens,
+            tempo,
+            tempo_status,
+            owner,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The HTTP service: the push API (auth, limits), probes (with Tempo's last search result
+    /// on `/readyz`, informational), `/metrics` and `/openapi.json`.
+    pub fn router(&self) -> Router {
+        let section = &self.config.service;
+        let api = Router::new()
+            .route("/v1/traces/ingest", post(api::ingest_traces))
+            .with_state(api::ApiState {
+                ingest: self.ingest.clone(),
+                max_batch_items: section.max_batch_items,
+            });
+        let api = http::protect_api(api, &section.limits, self.tokens.clone());
+        let mut extra: Vec<(&'static str, ExtraCheck)> = Vec::new();
+        if self.tempo.is_some() {
+            let status = self.tempo_status.clone();
+            extra.push(("tempo", Arc::new(move || status.check())));
+        }
+        let probes = http::probes(self.store.clone(), self.metrics.clone(), extra);
+        let openapi = Router::new().route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    api::openapi_json(),
+                )
+            }),
+        );
+        http::finish(api.merge(probes).merge(openapi), self.metrics.clone())
+    }
+
+    fn fetcher(&self) -> Option<WindowFetcher> {
+        Some(WindowFetcher {
+            tempo: self.tempo.clone()?,
+            ingest: self.ingest.clone(),
+            metrics: self.ingest_metrics.clone(),
+            min_slice: self.config.service.tempo.min_slice.as_secs().max(1),
+        })
+    }
+
+    /// The poller, when `ingester.tempo.url` is set.
+    pub fn poller(&self) -> Option<Poller> {
+        Some(Poller::new(
+            self.fetcher()?,
+            self.store.clone(),
+            self.config.service.tempo.clone(),
+            self.owner.clone(),
+        ))
+    }
+
+    /// Backfills `args` (see [`backfill`]); `now` caps the range at Tempo's horizon.
+    pub async fn backfill(
+        &self,
+        args: &BackfillArgs,
+        now: SystemTime,
+    ) -> Result<BackfillReport, BackfillError> {
+        let fetcher = self.fetcher().ok_or(BackfillError::NoTempo)?;
+        backfill::backfill(
+            &fetcher,
+            &self.store,
+            self.config.service.tempo.freshness,
+            args,
+            now,
+        )
+        .await
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` resolves: the push API on every replica,
+/// the poller wherever it holds the lease.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.common.redis)?;
-    let metrics = MetricsBuilder::new().freeze();
-    let router = http::finish(http::probes(store, metrics.clone(), Vec::new()), metrics);
+    let grace = config.service.limits.shutdown_grace;
+    let ingester = Ingester::new(config)?;
+    let (stop, stopped) = watch::channel(false);
+    let poller = ingester.poller().map(|p| {
+        tracing::info!(owner = p.owner(), "tempo poller started");
+        tokio::spawn(p.run(stopped))
+    });
     tracing::info!(addr = %listener.local_addr()?, "ingester listening");
-    anomaly_runtime::shutdown::serve(
+    let served = anomaly_runtime::shutdown::serve(
         listener,
-        router,
-        shutdown,
-        config.service.limits.shutdown_grace,
+        ingester.router(),
+        async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        },
+        grace,
     )
-    .await?;
+    .await;
+    if let Some(task) = poller {
+        // The sender is gone by now (shutdown fired or the server failed): the poller stops
+        // and releases its lease.
+        let _ = task.await;
+    }
+    served?;
     Ok(())
+}
+
+/// Runs `ingester backfill` to completion.
+pub async fn run_backfill(config: Config, args: BackfillArgs) -> anyhow::Result<BackfillReport> {
+    let ingester = Ingester::new(config)?;
+    Ok(ingester.backfill(&args, SystemTime::now()).await?)
 }

@@ -147,6 +147,9 @@ pub enum Fault {
     Malformed,
     /// A 200 whose JSON body is cut off half-way.
     Truncated,
+    /// A 200 whose valid JSON body (no traces, a long padding field) is this many bytes long,
+    /// for response-size caps.
+    Huge(usize),
 }
 
 impl Fault {
@@ -162,6 +165,7 @@ pub struct SearchRequest {
     pub start: Option<u64>,
     pub end: Option<u64>,
     pub org_id: Option<String>,
+    pub user_agent: Option<String>,
     pub status: u16,
     /// Traces in the response.
     pub returned: usize,
@@ -452,6 +456,10 @@ async fn search(
         start: param(&query, "start").and_then(|v| v.parse().ok()),
         end: param(&query, "end").and_then(|v| v.parse().ok()),
         org_id: org_id.clone(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         status: 200,
         returned: 0,
     };
@@ -485,6 +493,7 @@ fn answer(
             Fault::Truncated => json_response(
                 r#"{"traces":[{"traceID":"1","rootServiceName":"svc","startTimeUn"#.to_owned(),
             ),
+            Fault::Huge(bytes) => huge_response(bytes),
         };
     }
     let other_tenant = tenant.is_some() && tenant.as_deref() != org_id;
@@ -507,6 +516,16 @@ fn json_response(body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+fn huge_response(bytes: usize) -> Response {
+    let (head, tail) = (r#"{"traces":[],"padding":""#, r#""}"#);
+    let padding = bytes.saturating_sub(head.len() + tail.len());
+    let mut body = String::with_capacity(bytes);
+    body.push_str(head);
+    body.extend(std::iter::repeat_n('x', padding));
+    body.push_str(tail);
+    json_response(body)
 }
 
 fn check_auth(auth: &Auth, headers: &HeaderMap) -> Option<Response> {

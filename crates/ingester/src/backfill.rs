@@ -1,0 +1,153 @@
+//! `ingester backfill`: walks Tempo's history so a first deployment has baselines on day one.
+//!
+//! The range is searched in steps of `window` (at most Tempo's 168 h search limit), each with
+//! the poller's splitting and the same dedup, so running a backfill over time the poller
+//! already covered only adds duplicates. After every step the progress is recorded in Redis
+//! (`backfill:{job}`): an interrupted backfill run again resumes where it stopped. A finished
+//! job is started afresh with the new range.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime};
+
+use anomaly_store::Store;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::TEMPO_MAX_RANGE;
+use crate::ingest::BatchReport;
+use crate::metrics::Source;
+use crate::poller::{PollError, WindowFetcher, unix_secs};
+
+/// What to backfill.
+#[derive(Debug, Clone)]
+pub struct BackfillArgs {
+    /// Unix seconds.
+    pub from: u64,
+    pub to: u64,
+    /// Step size, at most 168 h.
+    pub window: Duration,
+    /// Names the progress record, so separate backfills do not resume each other.
+    pub job: String,
+    /// Ignore recorded progress and start over.
+    pub restart: bool,
+    /// Draw a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+/// What a backfill did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackfillReport {
+    pub from: u64,
+    pub to: u64,
+    /// Where this run started (after resuming).
+    pub resumed_at: u64,
+    pub windows: u64,
+    pub requests: u64,
+    pub splits: u64,
+    pub unsplittable: u64,
+    pub fetched: u64,
+    pub traces: BatchReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("--window must be from 1s to 168h")]
+    Window,
+    #[error("the range is empty: --from must be before --to (and before now - tempo.freshness)")]
+    EmptyRange,
+    #[error("the poller is off: set ingester.tempo.url")]
+    NoTempo,
+    #[error("backfill stopped at {done} ({remaining}s left); run it again to resume: {source}")]
+    Stopped {
+        done: u64,
+        remaining: u64,
+        #[source]
+        source: PollError,
+    },
+    #[error(transparent)]
+    Store(#[from] anomaly_store::StoreError),
+}
+
+pub(crate) async fn backfill(
+    fetcher: &WindowFetcher,
+    store: &Store,
+    freshness: Duration,
+    args: &BackfillArgs,
+    now: SystemTime,
+) -> Result<BackfillReport, BackfillError> {
+    if args.window.as_secs() == 0 || args.window > TEMPO_MAX_RANGE {
+        return Err(BackfillError::Window);
+    }
+    let horizon = unix_secs(now).saturating_sub(freshness.as_secs());
+    let (mut from, mut to) = (args.from, args.to.min(horizon));
+    let mut done = from;
+    match store.backfill_progress(&args.job).await? {
+        Some(p) if !p.finished() && !args.restart => {
+            tracing::info!(job = %args.job, from = p.from, to = p.to, done = p.done, "resuming an interrupted backfill (pass --restart to start over)");
+            (from, to, done) = (p.from, p.to, p.done);
+        }
+        _ => {
+            if to <= from {
+                return Err(BackfillError::EmptyRange);
+            }
+            store.start_backfill(&args.job, from, to).await?;
+        }
+    }
+    let mut report = BackfillReport {
+        from,
+        to,
+        resumed_at: done,
+        ..BackfillReport::default()
+    };
+    let bar = if args.progress && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(to - from);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{wide_bar}] {percent}% of the range, ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(done - from);
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let step = args.window.as_secs();
+    let started = Instant::now();
+    while done < to {
+        let end = (done + step).min(to);
+        let window = fetcher
+            .fetch(Source::Backfill, done, end)
+            .await
+            .map_err(|source| BackfillError::Stopped {
+                done,
+                remaining: to - done,
+                source,
+            })?;
+        store.record_backfill(&args.job, end).await?;
+        report.windows += 1;
+        report.requests += window.requests;
+        report.splits += window.splits;
+        report.unsplittable += window.unsplittable;
+        report.fetched += window.fetched;
+        report.traces.add(&window.traces);
+        done = end;
+        bar.set_position(done - from);
+        bar.set_message(format!("{} accepted", report.traces.accepted));
+        if bar.is_hidden() {
+            let covered = (done - report.resumed_at) as f64;
+            let eta = started.elapsed().as_secs_f64() / covered.max(1.0) * (to - done) as f64;
+            tracing::info!(
+                job = %args.job,
+                done,
+                to,
+                percent = format!("{:.1}", (done - from) as f64 * 100.0 / (to - from) as f64),
+                eta = %humantime::format_duration(Duration::from_secs(eta as u64)),
+                accepted = report.traces.accepted,
+                "backfill progress"
+            );
+        }
+    }
+    bar.finish_and_clear();
+    tracing::info!(job = %args.job, ?report, "backfill done");
+    Ok(report)
+}

@@ -1,0 +1,164 @@
+//! What push, poll and backfill share: validate traces, store the samples, count outcomes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anomaly_core::Bucketer;
+use anomaly_store::{IngestSettings, Store, StoreError};
+use serde_json::Value;
+
+use crate::metrics::{IngestMetrics, Source};
+use crate::trace::{self, IgnoreRules, ItemError, Parsed};
+
+/// How often at most the cardinality cap is logged.
+const CARDINALITY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What one batch of traces did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub partial: u64,
+    pub ignored: u64,
+    pub over_cardinality: u64,
+    /// Refused items by index in the batch.
+    pub errors: Vec<(usize, ItemError)>,
+}
+
+impl BatchReport {
+    pub fn add(&mut self, other: &BatchReport) {
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.partial += other.partial;
+        self.ignored += other.ignored;
+        self.over_cardinality += other.over_cardinality;
+    }
+}
+
+/// Validation and storage of traces; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Ingest {
+    store: Store,
+    settings: IngestSettings,
+    bucketer: Bucketer,
+    ignore: Arc<IgnoreRules>,
+    metrics: IngestMetrics,
+    last_cap_log: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Ingest {
+    pub(crate) fn new(
+        store: Store,
+        settings: IngestSettings,
+        bucketer: Bucketer,
+        ignore: IgnoreRules,
+        metrics: IngestMetrics,
+    ) -> Self {
+        Ingest {
+            store,
+            settings,
+            bucketer,
+            ignore: Arc::new(ignore),
+            metrics,
+            last_cap_log: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Validates every trace and stores the valid ones in one atomic-per-trace call.
+    ///
+    /// Partial traces are refused (`PARTIAL_TRACE`) when pushed and skipped when polled; either
+    /// way they are not marked seen, so the complete trace is ingested once it is known. On a
+    /// Redis error nothing is reported as stored and the batch may be retried whole: traces
+    /// that did get stored then count as duplicates.
+    pub(crate) async fn ingest(
+        &self,
+        source: Source,
+        traces: &[Value],
+    ) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        let mut items = Vec::with_capacity(traces.len());
+        for (index, value) in traces.iter().enumerate() {
+            match trace::parse(value, &self.bucketer, &self.ignore) {
+                Ok(Parsed::Sample(item)) => items.push(item),
+                Ok(Parsed::Ignored) => report.ignored += 1,
+                Ok(Parsed::Partial) => {
+                    report.partial += 1;
+                    if source == Source::Push {
+                        report.rejected += 1;
+                        report.errors.push((
+                            index,
+                            ItemError {
+                                code: "PARTIAL_TRACE",
+                                message: format!(
+                                    "rootServiceName is {:?}: the root span has not arrived, so \
+                                     the names and duration are not the trace's; send it once \
+                                     the trace is complete",
+                                    trace::PARTIAL_ROOT
+                                ),
+                            },
+                        ));
+                    }
+                }
+                Err(e) => {
+                    report.rejected += 1;
+                    report.errors.push((index, e));
+                }
+            }
+        }
+        if source != Source::Push
+            && let Some((index, first)) = report.errors.first()
+        {
+            // One line per batch, not per trace: a Tempo full of odd traces must not flood logs.
+            tracing::warn!(
+                source = source.as_str(),
+                invalid = report.errors.len(),
+                first_index = index,
+                first_code = first.code,
+                first_error = %first.message,
+                "tempo returned traces that cannot become samples; skipped"
+            );
+        }
+        let stored = self.store.ingest(&items, &self.settings).await?;
+        report.accepted = stored.accepted;
+        report.duplicates = stored.duplicates;
+        report.over_cardinality = stored.over_cardinality;
+
+        let m = &self.metrics;
+        m.count(source, "accepted", report.accepted);
+        m.count(source, "duplicate", report.duplicates);
+        m.count(
+            source,
+            "rejected",
+            report.rejected
+                - if source == Source::Push {
+                    report.partial
+                } else {
+                    0
+                },
+        );
+        m.count(source, "partial", report.partial);
+        m.count(source, "ignored", report.ignored);
+        m.count(source, "over_cardinality", report.over_cardinality);
+        if report.over_cardinality > 0 {
+            self.log_cap(source, report.over_cardinality);
+        }
+        Ok(report)
+    }
+
+    fn log_cap(&self, source: Source, dropped: u64) {
+        let mut last = self.last_cap_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= CARDINALITY_LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                source = source.as_str(),
+                dropped,
+                max_keys = self.settings.max_keys,
+                "traces for new keys dropped: the key cap (ingester.max_keys) is reached; \
+                 existing keys keep working (logged at most every 10s, see \
+                 anomaly_ingest_traces_total{{outcome=\"over_cardinality\"}})"
+            );
+        }
+    }
+}

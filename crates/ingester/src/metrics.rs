@@ -1,0 +1,138 @@
+//! The ingester's own metrics (names are fixed: dashboards use them).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Where a trace came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Push,
+    Poll,
+    Backfill,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Push => "push",
+            Source::Poll => "poll",
+            Source::Backfill => "backfill",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub source: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+/// Registered once per service instance.
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// `anomaly_ingest_traces_total{source, outcome}`; outcome is accepted, duplicate,
+    /// rejected, partial, ignored or over_cardinality.
+    pub traces: Family<TraceLabels, Counter>,
+    /// `anomaly_tempo_requests_total{status}`: HTTP status, or timeout, connect, malformed,
+    /// too_large.
+    pub tempo_requests: Family<StatusLabels, Counter>,
+    pub tempo_duration: Histogram,
+    pub tempo_traces_fetched: Counter,
+    pub window_splits: Counter,
+    /// Windows still truncated at the smallest slice: some traces in them may be missing.
+    pub windows_unsplittable: Counter,
+    pub cursor_lag: Gauge,
+    pub lease_held: Gauge,
+    /// Seconds the poller skipped because the gap was longer than `max_catchup`.
+    pub gap_seconds: Counter,
+}
+
+impl IngestMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = IngestMetrics {
+            traces: Family::default(),
+            tempo_requests: Family::default(),
+            tempo_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            tempo_traces_fetched: Counter::default(),
+            window_splits: Counter::default(),
+            windows_unsplittable: Counter::default(),
+            cursor_lag: Gauge::default(),
+            lease_held: Gauge::default(),
+            gap_seconds: Counter::default(),
+        };
+        registry.register(
+            "ingest_traces",
+            "Traces handled, by source (push, poll, backfill) and outcome",
+            m.traces.clone(),
+        );
+        registry.register(
+            "tempo_requests",
+            "Tempo search requests by HTTP status (or timeout, connect, malformed, too_large)",
+            m.tempo_requests.clone(),
+        );
+        registry.register(
+            "tempo_request_duration_seconds",
+            "Tempo search latency",
+            m.tempo_duration.clone(),
+        );
+        registry.register(
+            "tempo_traces_fetched",
+            "Traces returned by Tempo searches (before dedup)",
+            m.tempo_traces_fetched.clone(),
+        );
+        registry.register(
+            "tempo_window_splits",
+            "Search windows split in halves because Tempo truncated the answer",
+            m.window_splits.clone(),
+        );
+        registry.register(
+            "tempo_windows_unsplittable",
+            "Windows still truncated at min_slice: traces in them may be missed",
+            m.windows_unsplittable.clone(),
+        );
+        registry.register(
+            "poller_cursor_lag_seconds",
+            "Seconds between now and the end of the last window fully ingested",
+            m.cursor_lag.clone(),
+        );
+        registry.register(
+            "poller_lease_held",
+            "1 while this replica holds the poller lease",
+            m.lease_held.clone(),
+        );
+        registry.register(
+            "poller_gap_seconds",
+            "Seconds of history skipped because an outage outlasted max_catchup (backfill them)",
+            m.gap_seconds.clone(),
+        );
+        m
+    }
+
+    pub fn count(&self, source: Source, outcome: &str, n: u64) {
+        if n > 0 {
+            self.traces
+                .get_or_create(&TraceLabels {
+                    source: source.as_str().to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn tempo_request(&self, status: &str) {
+        self.tempo_requests
+            .get_or_create(&StatusLabels {
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,384 @@
+//! The Tempo poller: one replica (holding the Redis lease) searches Tempo every `poll_interval`
+//! and ingests what it finds, without gaps.
+//!
+//! # Windows
+//! All times are whole unix seconds, as Tempo's search takes them. Let `H = now - freshness`
+//! (the newest second Tempo v3 shows; it cuts every search's end to `now - 30 s`, so a window
+//! ending later would be cut short without Tempo saying so) and `C` the cursor in Redis, the end
+//! of the last window fully ingested. A poll searches
+//!
+//! ```text
+//!     start = C - lookback        end = min(H, C + lookback)
+//! ```
+//!
+//! and then moves the cursor to `end`. Live, `C` is the previous poll's `H`, so each window is
+//! `lookback + poll_interval` long and overlaps the previous one by `lookback`; after an outage
+//! `end` grows by `lookback` per step until the poller is back at `H` ("catch-up"); a first
+//! start (no cursor) takes `C = H - lookback`, so it polls `H - 2 * lookback..H`.
+//!
+//! Why `lookback` behind the cursor: a trace is searchable only once its spans have reached
+//! Tempo, some time `d` after it ends (exporter batching, collectors, a late root span). A trace
+//! ending at `e` and reaching Tempo at `e + d` is in the first window searched after `e + d`
+//! if that window's start, at most `lookback` before the previous window's end, is at or before
+//! `e`; the previous end is at most `H` at time `e + d`, i.e. `e + d - freshness`. So every
+//! trace with `d <= lookback + freshness` (150 s with the defaults) is found, v3's 30 s cut
+//! included, and a trace first seen partial is found again with its root if the root arrives
+//! within that time. Overlapping windows return traces again; the per-trace dedup in Redis
+//! makes that harmless. The cursor never passes `H`, so it never claims time Tempo hid.
+//!
+//! # Truncation
+//! Tempo's search has no truncation flag and keeps an arbitrary subset of `limit` traces, so
+//! a response with `limit` or more traces is treated as truncated: the window is split in
+//! halves, recursively, down to `min_slice`. A slice still truncated there is ingested as far
+//! as it goes and counted (`anomaly_tempo_windows_unsplittable_total`).
+//!
+//! # Failures
+//! A failed search (after the client's retries) or a Redis error ends the poll with an error
+//! and leaves the cursor where it was: the next poll searches the same time again. An outage
+//! longer than `max_catchup` skips the older part (logged with the backfill command that fills
+//! it, counted in `anomaly_poller_gap_seconds_total`) so a long-dead Tempo does not keep the
+//! poller hours behind.
+//!
+//! # One poller
+//! `poll_once` first takes or renews the lease; a replica that does not hold it does nothing.
+//! The cursor moves only while the lease is held (a Redis script checks the owner), so a
+//! deposed poller finishing a window late changes nothing but harmless duplicates.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anomaly_store::poller::CursorAdvance;
+use anomaly_store::{Store, StoreError};
+use tokio::sync::watch;
+
+use crate::config::TempoSection;
+use crate::ingest::{BatchReport, Ingest};
+use crate::metrics::{IngestMetrics, Source};
+use crate::tempo::{TempoClient, TempoError};
+
+/// Why a poll (or a backfill step) failed; the cursor did not move.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Tempo(#[from] TempoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What searching one window did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowReport {
+    /// Unix seconds.
+    pub start: u64,
+    pub end: u64,
+    pub requests: u64,
+    pub splits: u64,
+    /// Slices still truncated at `min_slice`.
+    pub unsplittable: u64,
+    /// Traces Tempo returned, before dedup.
+    pub fetched: u64,
+    pub traces: BatchReport,
+}
+
+/// What one `poll_once` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Another replica holds the lease.
+    Standby,
+    /// Nothing to search yet (the cursor is at the horizon).
+    Idle,
+    /// A window was searched and ingested and the cursor moved to `cursor`.
+    Polled {
+        window: WindowReport,
+        cursor: u64,
+        /// Whether the cursor reached the horizon (else more catch-up steps follow).
+        caught_up: bool,
+    },
+    /// The lease was lost while searching; the cursor was left alone.
+    LostLease,
+}
+
+/// Fetches windows from Tempo, splitting truncated ones, and ingests what they hold.
+#[derive(Debug, Clone)]
+pub struct WindowFetcher {
+    pub(crate) tempo: TempoClient,
+    pub(crate) ingest: Ingest,
+    pub(crate) metrics: IngestMetrics,
+    pub(crate) min_slice: u64,
+}
+
+impl WindowFetcher {
+    /// Searches `start..end`, splitting in halves while Tempo truncates, and ingests every
+    /// trace found as `source`.
+    pub async fn fetch(
+        &self,
+        source: Source,
+        start: u64,
+        end: u64,
+    ) -> Result<WindowReport, PollError> {
+        let mut report = WindowReport {
+            start,
+            end,
+            ..WindowReport::default()
+        };
+        let limit = self.tempo.limit();
+        // Depth-first, earliest half first, so progress moves forward in time.
+        let mut pending = vec![(start, end)];
+        while let Some((s, e)) = pending.pop() {
+            let splittable = e - s >= 2 * self.min_slice;
+            report.requests += 1;
+            let traces = match self.tempo.search(s, e).await {
+                Ok(traces) if traces.len() >= limit && splittable => {
+                    self.split(&mut report, &mut pending, s, e);
+                    continue;
+                }
+                Err(TempoError::TooLarge(_)) if splittable => {
+                    self.split(&mut report, &mut pending, s, e);
+                    continue;
+                }
+                Err(err @ TempoError::TooLarge(_)) => {
+                    tracing::error!(start = s, end = e, error = %err, "a one-slice window is too large to read; skipped");
+                    report.unsplittable += 1;
+                    self.metrics.windows_unsplittable.inc();
+                    continue;
+                }
+                Ok(traces) => traces,
+                Err(err) => return Err(err.into()),
+            };
+            if traces.len() >= limit {
+                report.unsplittable += 1;
+                self.metrics.windows_unsplittable.inc();
+                tracing::warn!(
+                    start = s,
+                    end = e,
+                    returned = traces.len(),
+                    limit,
+                    "tempo truncated a window that cannot be split further; raise tempo.limit"
+                );
+            }
+            report.fetched += traces.len() as u64;
+            let batch = self.ingest.ingest(source, &traces).await?;
+            report.traces.add(&batch);
+        }
+        Ok(report)
+    }
+
+    fn split(&self, report: &mut WindowReport, pending: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+        let mid = s + (e - s) / 2;
+        report.splits += 1;
+        self.metrics.window_splits.inc();
+        tracing::debug!(
+            start = s,
+            end = e,
+            mid,
+            "tempo truncated the window; splitting"
+        );
+        pending.push((mid, e));
+        pending.push((s, mid));
+    }
+}
+
+/// The live poller of one replica.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    fetcher: WindowFetcher,
+    store: Store,
+    settings: TempoSection,
+    metrics: IngestMetrics,
+    owner: String,
+}
+
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+impl Poller {
+    pub(crate) fn new(
+        fetcher: WindowFetcher,
+        store: Store,
+        settings: TempoSection,
+        owner: String,
+    ) -> Self {
+        Poller {
+            metrics: fetcher.metrics.clone(),
+            fetcher,
+            store,
+            settings,
+            owner,
+        }
+    }
+
+    /// This replica's lease owner ID.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Gives the lease up (if held) so another replica takes over at once; returns whether it
+    /// was held. [`Poller::run`] does this when it stops.
+    pub async fn release(&self) -> Result<bool, StoreError> {
+        let released = self.store.release_lease(&self.owner).await?;
+        self.metrics.lease_held.set(0);
+        Ok(released)
+    }
+
+    /// One step: take or renew the lease, search the next window (see the module docs) and
+    /// move the cursor. Tests call it directly with the fake Tempo's clock.
+    pub async fn poll_once(&self, now: SystemTime) -> Result<PollOutcome, PollError> {
+        if !self.hold_lease().await? {
+            // The lag is the holder's to report; a standby replica reports none.
+            self.metrics.cursor_lag.set(0);
+            return Ok(PollOutcome::Standby);
+        }
+        let lookback = self.settings.lookback.as_secs().max(1);
+        let now_s = unix_secs(now);
+        let horizon = now_s.saturating_sub(self.settings.freshness.as_secs());
+        // A first start acts as if the previous window had ended `lookback` ago, so it searches
+        // `2 * lookback` back from the horizon.
+        let cursor = self.store.poll_cursor().await?;
+        let mut from = cursor.unwrap_or(horizon.saturating_sub(lookback));
+        self.set_lag(now_s, cursor.unwrap_or(from));
+        let max_catchup = self.settings.max_catchup.as_secs();
+        if horizon > from + max_catchup {
+            let resume = horizon - max_catchup;
+            tracing::warn!(
+                cursor = from,
+                resume,
+                skipped_seconds = resume - from,
+                backfill = format!(
+                    "ingester backfill --from {} --to {resume}",
+                    from.saturating_sub(lookback)
+                ),
+                "the poller is further behind than tempo.max_catchup; skipping ahead (run the backfill command to fill the gap)"
+            );
+            self.metrics.gap_seconds.inc_by(resume - from);
+            from = resume;
+        }
+        let end = horizon.min(from + lookback);
+        let start = from.saturating_sub(lookback);
+        if end <= from {
+            // Nothing new is visible since the last window (two polls within one second).
+            return Ok(PollOutcome::Idle);
+        }
+        let window = self.fetcher.fetch(Source::Poll, start, end).await?;
+        match self.store.advance_poll_cursor(&self.owner, end).await? {
+            CursorAdvance::At(cursor) => {
+                self.set_lag(now_s, cursor);
+                tracing::debug!(
+                    start,
+                    end,
+                    fetched = window.fetched,
+                    accepted = window.traces.accepted,
+                    "window ingested"
+                );
+                Ok(PollOutcome::Polled {
+                    window,
+                    cursor,
+                    caught_up: cursor >= horizon,
+                })
+            }
+            CursorAdvance::NotLeader => {
+                self.metrics.lease_held.set(0);
+                tracing::warn!(owner = %self.owner, "lost the poller lease during a poll; another replica polls now");
+                Ok(PollOutcome::LostLease)
+            }
+        }
+    }
+
+    fn set_lag(&self, now_s: u64, cursor: u64) {
+        let lag = i64::try_from(now_s.saturating_sub(cursor)).unwrap_or(i64::MAX);
+        self.metrics.cursor_lag.set(lag);
+    }
+
+    async fn hold_lease(&self) -> Result<bool, StoreError> {
+        let held = self
+            .store
+            .acquire_lease(&self.owner, self.settings.lease_ttl)
+            .await;
+        let was = self.metrics.lease_held.get() == 1;
+        let now = *held.as_ref().unwrap_or(&false);
+        self.metrics.lease_held.set(i64::from(now));
+        if now != was {
+            tracing::info!(owner = %self.owner, held = now, "poller lease changed");
+        }
+        held
+    }
+
+    /// Polls until `shutdown` turns true (or its sender is dropped), then releases the lease so
+    /// another replica takes over at once.
+    ///
+    /// A replica without the lease tries to take it every `lease_ttl / 3`, so it takes over
+    /// within `lease_ttl + lease_ttl / 3` of the holder dying. The holder polls every
+    /// `poll_interval`, back to back while catching up, renews the lease every `lease_ttl / 3`
+    /// even while a long poll (many splits, retries) runs, and after a failed poll waits with
+    /// exponential backoff (capped at `poll_interval`) before searching the same time again.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let renew_every = self.settings.lease_ttl / 3;
+        let first_backoff = self.settings.backoff.min(self.settings.poll_interval);
+        let mut backoff = first_backoff;
+        loop {
+            let started = tokio::time::Instant::now();
+            let polled = tokio::select! {
+                () = stopped(shutdown.clone()) => break,
+                outcome = self.poll_once(SystemTime::now()) => outcome,
+                () = self.keep_lease(renew_every) => unreachable!("keep_lease never returns"),
+            };
+            if polled.is_ok() {
+                backoff = first_backoff;
+            }
+            let next = match polled {
+                Ok(PollOutcome::Polled {
+                    caught_up: false, ..
+                }) => started,
+                Ok(PollOutcome::Polled { .. } | PollOutcome::Idle) => {
+                    started + self.settings.poll_interval
+                }
+                Ok(PollOutcome::Standby | PollOutcome::LostLease) => started + renew_every,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "poll failed; the same time is searched again");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(self.settings.poll_interval);
+                    tokio::time::Instant::now() + wait
+                }
+            };
+            tokio::select! {
+                () = stopped(shutdown.clone()) => break,
+                () = tokio::time::sleep_until(next) => {}
+                () = self.keep_lease(renew_every) => unreachable!("keep_lease never returns"),
+            }
+        }
+        match self.release().await {
+            Ok(true) => tracing::info!(owner = %self.owner, "poller lease released"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the poller lease; it expires by itself")
+            }
+        }
+    }
+
+    /// Renews the lease every `every` while this replica holds it; never returns. Run beside a
+    /// poll or a wait, so the lease cannot lapse while the holder is busy or idle.
+    async fn keep_lease(&self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if self.metrics.lease_held.get() != 1 {
+                continue;
+            }
+            match self
+                .store
+                .renew_lease(&self.owner, self.settings.lease_ttl)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.metrics.lease_held.set(0);
+                    tracing::warn!(owner = %self.owner, "the poller lease was lost; another replica polls now");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the poller lease"),
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true or its sender is gone.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

@@ -7,12 +7,12 @@
 //! window and never computes a percentile, so it does not grow with the window size or the
 //! number of keys.
 //!
-//! Staleness: a baseline is recomputed at most `recomputer.interval` (plus the drain's time
-//! budget) after its newest sample, and a cached baseline (or a cached absence) is served for at
-//! most `checker.cache.ttl`. An answer therefore reflects the samples of at most
-//! `recomputer.interval + recomputer.time_budget + checker.cache.ttl` ago (35 s + 5 s with the
-//! defaults); a key's first baseline may go unnoticed for up to `checker.cache.ttl` after it is
-//! written. The cache is only an optimisation: losing it (a restart) loses nothing.
+//! Staleness: the checker adds at most `checker.cache.ttl` (default 5 s) to the age of what it
+//! reads: a cached baseline, or a cached absence, is served for at most that long, so a new or
+//! changed baseline is seen within the TTL of being written. Baselines themselves trail their
+//! samples by the recomputer's schedule (a key marked dirty waits for the next drain, at most
+//! `recomputer.interval`, 30 s, plus the drain's own time). The cache is only an optimisation:
+//! losing it (a restart) loses nothing.
 
 mod baseline;
 mod cache;

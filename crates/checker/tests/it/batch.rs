@@ -140,10 +140,10 @@ async fn a_thousand_items_cost_one_hmget_per_distinct_key() {
 
 #[tokio::test]
 async fn fetches_all_distinct_baselines_in_one_round_trip() {
-    // Every burst to Redis is held for 300 ms: a round trip costs at least that, so 40
-    // sequential reads would take 12 s and one pipelined read well under a second.
+    // Every burst to Redis is held for 500 ms: a round trip costs at least that, so 40
+    // sequential reads would take 20 s, and one pipelined read as long as a single key's.
     let server = RedisServer::start_ephemeral();
-    let delay = Duration::from_millis(300);
+    let delay = Duration::from_millis(500);
     let proxy = delaying_proxy(server.addr(), delay).await;
     let mut config = config(&format!("redis://{proxy}"), "batch-round-trip");
     config.common.redis.timeout = Duration::from_secs(10);

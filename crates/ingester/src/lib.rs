@@ -146,7 +146,7 @@ impl Ingester {
                 ingest: self.ingest.clone(),
                 max_batch_items: section.max_batch_items,
             });
-        let api = http::protect_api(api, &section.limits, self.tokens.clone());
+        let api = http::trace(http::protect_api(api, &section.limits, self.tokens.clone()));
         let mut extra: Vec<(&'static str, ExtraCheck)> = Vec::new();
         if self.tempo.is_some() {
             let status = self.tempo_status.clone();

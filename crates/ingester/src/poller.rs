@@ -109,6 +109,7 @@ pub struct WindowFetcher {
 impl WindowFetcher {
     /// Searches `start..end`, splitting in halves while Tempo truncates, and ingests every
     /// trace found as `source`.
+    #[tracing::instrument(name = "tempo window", skip_all, fields(source = source.as_str(), start, end))]
     pub async fn fetch(
         &self,
         source: Source,
@@ -222,6 +223,7 @@ impl Poller {
 
     /// One step: take or renew the lease, search the next window (see the module docs) and
     /// move the cursor. Tests call it directly with the fake Tempo's clock.
+    #[tracing::instrument(name = "poll", skip_all, fields(owner = %self.owner))]
     pub async fn poll_once(&self, now: SystemTime) -> Result<PollOutcome, PollError> {
         if !self.hold_lease().await? {
             // The lag is the holder's to report; a standby replica reports none.

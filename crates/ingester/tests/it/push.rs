@@ -387,3 +387,67 @@ async fn promised_metrics_are_exposed() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
 }
+
+/// A pushed partial trace is refused and not remembered, so the complete trace is accepted
+/// when it is sent later.
+#[tokio::test]
+async fn a_partial_push_does_not_block_the_complete_trace() {
+    let ing = ingester(&config(&shared_redis_url(), "push-partial", ""));
+    let (addr, _server) = serve(&ing).await;
+    let partial = json!({"traces": [{"traceID": "c1", "rootServiceName": "<root span not yet received>",
+        "startTimeUnixNano": nanos(T0, 0).to_string(), "durationMs": 40}]});
+    let (status, body) = post(addr, &partial).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["errors"][0]["code"], "PARTIAL_TRACE", "{body}");
+    let (_, body) = post(addr, &json!({"traces": [item("C1", json!(900))]})).await;
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(all_durations(ing.store()).await, [900.0]);
+}
+
+/// Beyond `max_keys` distinct keys, traces for new keys are counted and not stored; existing
+/// keys keep working.
+#[tokio::test]
+async fn the_cardinality_cap_refuses_new_keys_only() {
+    let mut c = config(&shared_redis_url(), "push-cap", "");
+    c.service.max_keys = 2;
+    let ing = ingester(&c);
+    let (addr, _server) = serve(&ing).await;
+    let on = |id: &str, endpoint: &str| {
+        json!({"traceID": id, "rootServiceName": "svc", "rootTraceName": endpoint,
+               "startTimeUnixNano": nanos(T0, 0).to_string(), "durationMs": 5})
+    };
+    let (_, body) = post(
+        addr,
+        &json!({"traces": [on("1", "GET /a"), on("2", "GET /b"), on("3", "GET /c")]}),
+    )
+    .await;
+    assert_eq!(
+        (body["accepted"].clone(), body["overCardinality"].clone()),
+        (json!(2), json!(1)),
+        "{body}"
+    );
+    assert_eq!(body["rejected"], 0, "over the cap is not a client error");
+    let (_, body) = post(
+        addr,
+        &json!({"traces": [on("4", "GET /a"), on("5", "GET /d")]}),
+    )
+    .await;
+    assert_eq!(
+        (body["accepted"].clone(), body["overCardinality"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
+    // Only the first two keys have windows.
+    assert_eq!(samples_keys(&ing).await, 2);
+    let text = ing.metrics().encode();
+    assert!(
+        text.contains(
+            "anomaly_ingest_traces_total{source=\"push\",outcome=\"over_cardinality\"} 2"
+        ),
+        "{text}"
+    );
+}
+
+async fn samples_keys(ing: &ingester::Ingester) -> usize {
+    crate::samples(ing.store()).await.len()
+}

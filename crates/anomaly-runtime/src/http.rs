@@ -6,7 +6,8 @@
 //! wrong; 5xx bodies are opaque and the detail goes to the log.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use anomaly_core::ConfigError;
 use anomaly_store::{Store, StoreError};
@@ -102,10 +103,25 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The Unix second of the last "redis unavailable" warning: during an outage every request
+/// fails the same way, and one line a second says it without flooding the log pipeline (the
+/// `anomaly_redis_errors_total` metric counts them all).
+static LAST_UNAVAILABLE_WARNING: AtomicU64 = AtomicU64::new(0);
+
+/// Whether nothing was logged yet in second `now` through `slot`; marks it logged.
+fn first_in_second(slot: &AtomicU64, now: u64) -> bool {
+    slot.swap(now, Ordering::Relaxed) != now
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
-            tracing::warn!(error = %e, "redis unavailable");
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if first_in_second(&LAST_UNAVAILABLE_WARNING, now) {
+                tracing::warn!(error = %e, "redis unavailable");
+            }
             ApiError::unavailable(
                 "REDIS_UNAVAILABLE",
                 "Redis cannot be reached; retry shortly",
@@ -398,4 +414,25 @@ async fn trace_request(request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_once_a_second() {
+        let slot = AtomicU64::new(0);
+        // (second, logged)
+        let cases = [
+            (100, true),
+            (100, false),
+            (100, false),
+            (101, true),
+            (103, true),
+        ];
+        for (now, logged) in cases {
+            assert_eq!(first_in_second(&slot, now), logged, "second {now}");
+        }
+    }
 }

@@ -29,9 +29,12 @@ chart-check:
     bash scripts/chart-check.sh
 
 # Benchmarks: rewrites the figures section of BENCHMARKS.md.
+# Needs wrk and redis-benchmark (apt-get install wrk redis-server); about 5 minutes.
 bench:
-    cargo build --release -p anomaly-bench
-    ./target/release/anomaly-bench --write BENCHMARKS.md recompute
+    @command -v wrk >/dev/null || { echo "bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }
+    cargo build --release -p anomaly-bench -p checker -p ingester
+    cargo bench -p anomaly-core --bench core -- --noplot
+    ./target/release/anomaly-bench --write BENCHMARKS.md all
 
 # Build the release binaries.
 build:

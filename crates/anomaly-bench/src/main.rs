@@ -7,12 +7,15 @@
 // A command-line report: printing the table is its job.
 #![allow(clippy::print_stdout)]
 
+mod http;
+mod micro;
 mod recompute;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use anomaly_core::{BaselineKey, DayType};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the latency anomaly detector")]
@@ -27,12 +30,101 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Recompute throughput (one and two recomputers) and Redis memory per full key.
-    Recompute {
-        #[arg(long, default_value_t = 10_000)]
-        keys: u32,
-        #[arg(long, default_value_t = 1000)]
-        samples: u32,
+    Recompute(RecomputeArgs),
+    /// Check and ingest throughput and latency through the release binaries, driven by wrk.
+    Http(HttpArgs),
+    /// Criterion results of `cargo bench -p anomaly-core` (run it first).
+    Micro(MicroArgs),
+    /// Everything above, in one table (`just bench`).
+    All {
+        #[command(flatten)]
+        recompute: RecomputeArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        micro: MicroArgs,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+struct RecomputeArgs {
+    /// Dirty keys to recompute.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u32,
+    /// Samples in each key's window.
+    #[arg(long, default_value_t = 1000)]
+    samples: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+struct HttpArgs {
+    /// Seeded keys the requests are spread over.
+    #[arg(long = "http-keys", default_value_t = 10_000)]
+    http_keys: u32,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Items in each batch check request.
+    #[arg(long, default_value_t = 1000)]
+    batch_items: u32,
+    /// Traces in each ingest request.
+    #[arg(long, default_value_t = 500)]
+    ingest_batch: u32,
+    /// Where the release `checker` and `ingester` binaries are (default: beside this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct MicroArgs {
+    /// Criterion's output directory.
+    #[arg(long, default_value = "target/criterion")]
+    criterion_dir: PathBuf,
+}
+
+impl HttpArgs {
+    fn setup(&self) -> anyhow::Result<http::Setup> {
+        let bin_dir = match &self.bin_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+        };
+        Ok(http::Setup {
+            bin_dir,
+            keys: self.http_keys,
+            load: http::Load {
+                threads: self.threads,
+                connections: self.connections,
+                duration: std::time::Duration::from_secs(self.seconds),
+            },
+            batch_items: self.batch_items,
+            ingest_batch: self.ingest_batch,
+        })
+    }
+}
+
+/// The `i`-th key of the seeded set: 50 services, about 200 endpoints, every hour and day type.
+pub(crate) fn key(i: u32) -> BaselineKey {
+    let day = if i.is_multiple_of(2) {
+        DayType::Weekday
+    } else {
+        DayType::Weekend
+    };
+    BaselineKey::new(
+        format!("service-{}", i % 50),
+        format!("GET /api/v1/resource/{}", i / 48),
+        (i % 24) as u8,
+        day,
+    )
+    .expect("valid key")
 }
 
 /// One row of the results table.
@@ -83,7 +175,19 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let rows = match args.command {
-        Command::Recompute { keys, samples } => runtime.block_on(recompute::run(keys, samples))?,
+        Command::Recompute(r) => runtime.block_on(recompute::run(r.keys, r.samples))?,
+        Command::Http(h) => runtime.block_on(http::run(&h.setup()?))?,
+        Command::Micro(m) => micro::rows(&m.criterion_dir)?,
+        Command::All {
+            recompute,
+            http,
+            micro,
+        } => {
+            let mut rows = micro::rows(&micro.criterion_dir)?;
+            rows.extend(runtime.block_on(http::run(&http.setup()?))?);
+            rows.extend(runtime.block_on(recompute::run(recompute.keys, recompute.samples))?);
+            rows
+        }
     };
     let table = table(&rows);
     println!("{table}");

@@ -3,28 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use anomaly_core::{BaselineKey, DayType, DurationMs, RedisConfig};
+use anomaly_core::{BaselineKey, DurationMs, RedisConfig};
 use anomaly_runtime::config::Loaded;
 use anomaly_store::Store;
 use anomaly_testkit::{RedisServer, raw_command};
 use recomputer::{RecomputeMetrics, Recomputer, Section};
 
-use crate::Row;
-
-fn key(i: u32) -> BaselineKey {
-    let day = if i.is_multiple_of(2) {
-        DayType::Weekday
-    } else {
-        DayType::Weekend
-    };
-    BaselineKey::new(
-        format!("service-{}", i % 50),
-        format!("GET /api/v1/resource/{}", i / 48),
-        (i % 24) as u8,
-        day,
-    )
-    .expect("valid key")
-}
+use crate::{Row, key};
 
 /// A deterministic, lognormal-looking window in ms with sub-millisecond precision.
 fn window(i: u32, n: u32) -> Vec<DurationMs> {
@@ -80,9 +65,10 @@ pub(crate) async fn run(keys: u32, samples: u32) -> anyhow::Result<Vec<Row>> {
     );
 
     store.mark_dirty(&all).await?;
+    // Its own connection pool, as a second replica would have.
     let two = Recomputer::new(
         &config,
-        store.clone(),
+        Store::connect(&config.common.redis)?,
         RecomputeMetrics::unregistered(),
         "bench-2".into(),
     );

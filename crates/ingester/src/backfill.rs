@@ -56,7 +56,7 @@ pub enum BackfillError {
     EmptyRange,
     #[error("the poller is off: set ingester.tempo.url")]
     NoTempo,
-    #[error("backfill stopped at {done} ({remaining}s left); run it again to resume: {source}")]
+    #[error("backfill stopped at {done} ({remaining}s left); run it again to resume")]
     Stopped {
         done: u64,
         remaining: u64,
@@ -148,6 +148,23 @@ pub(crate) async fn backfill(
         }
     }
     bar.finish_and_clear();
-    tracing::info!(job = %args.job, ?report, "backfill done");
+    tracing::info!(
+        job = %args.job,
+        from,
+        to,
+        resumed_at = report.resumed_at,
+        windows = report.windows,
+        requests = report.requests,
+        splits = report.splits,
+        unsplittable = report.unsplittable,
+        fetched = report.fetched,
+        accepted = report.traces.accepted,
+        duplicates = report.traces.duplicates,
+        partial = report.traces.partial,
+        rejected = report.traces.rejected,
+        ignored = report.traces.ignored,
+        over_cardinality = report.traces.over_cardinality,
+        "backfill done"
+    );
     Ok(report)
 }

@@ -4,6 +4,7 @@
 //! checks what types cannot, naming the offending key so a bad deployment fails at start.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Weekday};
@@ -148,6 +149,14 @@ pub struct RedisConfig {
     /// Upper bound on any one Redis operation, connecting included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// TLS (`rediss://` only): PEM file of the certificate authorities to trust instead of the
+    /// system's roots (a private CA, e.g. a cert-manager issuer).
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS client certificate (PEM), for servers that set `tls-auth-clients yes`; needs
+    /// `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -159,6 +168,9 @@ impl Default for RedisConfig {
             password: None,
             pool_size: 16,
             timeout: Duration::from_secs(2),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -186,6 +198,21 @@ impl RedisConfig {
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::new("redis.timeout", "must be more than 0"));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::new(
+                "redis.tls_cert_file",
+                "a client certificate needs its key, redis.tls_key_file, and the other way round",
+            ));
+        }
+        let tls_set = [&self.tls_ca_file, &self.tls_cert_file]
+            .iter()
+            .any(|f| f.is_some());
+        if tls_set && !self.url.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "redis.tls_ca_file",
+                "TLS files apply only to a rediss:// URL",
+            ));
         }
         Ok(())
     }
@@ -216,6 +243,9 @@ impl fmt::Debug for RedisConfig {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pool_size", &self.pool_size)
             .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }

@@ -23,14 +23,47 @@ pub use recompute::{CommitOutcome, Recomputed, VersionedWindow};
 use std::time::Duration;
 
 use anomaly_core::RedisConfig;
-use deadpool_redis::redis::{self, IntoConnectionInfo};
-use deadpool_redis::{Connection, Manager, Pool, Runtime};
+use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::{self, IntoConnectionInfo, RedisError};
+use deadpool_redis::{Manager, Runtime};
 use secrecy::ExposeSecret;
 
 pub use error::StoreError;
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
 pub use keys::Keys;
 pub use windows::DirtyBatch;
+
+/// A connection taken from the pool is checked with a PING only if it has not been used for
+/// this long: deadpool-redis pings on every checkout, which doubled the round trips of every
+/// operation. A connection that fails with a connection error is dropped instead of returned.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
+/// deadpool-redis's manager with [`IDLE_BEFORE_PING`].
+#[derive(Debug)]
+struct PingIdle(Manager);
+
+impl managed::Manager for PingIdle {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.0.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        if metrics.last_used() < IDLE_BEFORE_PING {
+            return Ok(());
+        }
+        self.0.recycle(conn, metrics).await
+    }
+}
+
+type Pool = managed::Pool<PingIdle>;
 
 /// A handle on the shared Redis state; cheap to clone.
 #[derive(Clone)]
@@ -47,6 +80,41 @@ impl std::fmt::Debug for Store {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// Applies `redis.tls_*` files to a `rediss://` connection; without them, TLS trusts the system's
+/// roots (which honour `SSL_CERT_FILE`).
+fn with_tls_files(
+    info: redis::ConnectionInfo,
+    config: &RedisConfig,
+) -> Result<redis::ConnectionInfo, StoreError> {
+    if config.tls_ca_file.is_none() && config.tls_cert_file.is_none() {
+        return Ok(info);
+    }
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| StoreError::Config(format!("redis.{key}: {}: {e}", path.display())))
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("tls_cert_file", cert)?,
+            client_key: read("tls_key_file", key)?,
+        }),
+        _ => None,
+    };
+    let client = redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| StoreError::Config(format!("redis TLS: {e}")))?;
+    Ok(client.get_connection_info().clone())
 }
 
 impl Store {
@@ -66,6 +134,7 @@ impl Store {
             settings = settings.set_password(password.expose_secret());
         }
         info = info.set_redis_settings(settings);
+        let info = with_tls_files(info, config)?;
         // redis-rs applies a 500 ms response timeout of its own unless told otherwise, which
         // would fail large pipelined reads long before `redis.timeout`; one bound governs all.
         let connection = redis::AsyncConnectionConfig::new()
@@ -73,6 +142,7 @@ impl Store {
             .set_response_timeout(Some(config.timeout));
         let manager = Manager::new_with_config(info, connection)
             .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
+        let manager = PingIdle(manager);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .wait_timeout(Some(config.timeout))
@@ -105,11 +175,16 @@ impl Store {
     /// failure classified. All Redis access goes through here.
     pub(crate) async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut Connection) -> Result<T, StoreError>,
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
     {
         let work = async {
             let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
-            f(&mut conn).await
+            let result = f(&mut conn).await;
+            if result.as_ref().is_err_and(StoreError::is_unavailable) {
+                // Possibly broken: never hand it out again unchecked.
+                drop(Object::take(conn));
+            }
+            result
         };
         match tokio::time::timeout(self.timeout, work).await {
             Ok(result) => {

@@ -29,6 +29,7 @@ const INSTALL_HINT: &str = "redis-server is required by the tests and was not fo
 pub struct RedisServer {
     port: u16,
     persistent: bool,
+    extra_args: Vec<String>,
     dir: tempfile::TempDir,
     running: Option<(Child, ChildStdin)>,
 }
@@ -46,13 +47,24 @@ impl RedisServer {
         Self::start_with(false)
     }
 
+    /// Starts an ephemeral server with extra `redis-server` arguments (e.g. TLS settings). The
+    /// plain port of [`RedisServer::url`] stays open for readiness checks and assertions.
+    pub fn start_with_args(extra_args: &[&str]) -> RedisServer {
+        Self::start_inner(false, extra_args.iter().map(|a| a.to_string()).collect())
+    }
+
     fn start_with(persistent: bool) -> RedisServer {
+        Self::start_inner(persistent, Vec::new())
+    }
+
+    fn start_inner(persistent: bool, extra_args: Vec<String>) -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let mut server = RedisServer {
                 port,
                 persistent,
+                extra_args: extra_args.clone(),
                 dir: tempfile::tempdir().expect("create a temporary directory for redis-server"),
                 running: None,
             };
@@ -124,6 +136,7 @@ impl RedisServer {
             .arg(script)
             .arg("redis-wrapper")
             .args(server_args(self.port, dir, self.persistent))
+            .args(&self.extra_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -205,7 +218,8 @@ fn check_installed(path: Option<&str>) -> Result<(), &'static str> {
     if found { Ok(()) } else { Err(INSTALL_HINT) }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
 }

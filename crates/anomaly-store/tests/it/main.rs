@@ -4,6 +4,7 @@ mod baselines;
 mod errors;
 mod ingest;
 mod poller;
+mod tls;
 
 use std::time::Duration;
 

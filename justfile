@@ -39,3 +39,19 @@ bench:
 # Build the release binaries.
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer
+
+# Local demo: Redis, tracegen as Tempo with a week of history, the three services, three verdicts; Ctrl-C stops it.
+demo:
+    @bash scripts/demo.sh run
+
+# The demo stack in the background (state and logs in .demo/); `just down` stops it.
+up:
+    @bash scripts/demo.sh up
+
+# Stop what `just up` started.
+down:
+    @bash scripts/demo.sh down
+
+# Follow the logs of what `just up` started.
+logs:
+    @bash scripts/demo.sh logs

@@ -176,3 +176,47 @@ async fn a_body_streamed_past_the_cap_is_refused() {
     assert!(body.len() <= 1000);
     assert_eq!(*canned.hits.lock().unwrap(), 3, "a 502 is retried");
 }
+
+fn recorded(rel: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/tempo")
+        .join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Tempo v3's recorded answers about trace `c1`, before and after its root span arrived, fed to
+/// the poller in turn: the partial answer stores nothing, the complete one stores the trace once
+/// with the root's duration.
+#[tokio::test]
+async fn a_recorded_partial_trace_is_stored_once_its_recorded_root_arrives() {
+    let (canned, url) = canned_tempo().await;
+    let ing = crate::ingester(&crate::config(
+        &anomaly_testkit::shared_redis_url(),
+        "recorded-c1",
+        &url,
+    ));
+    let p = crate::poller(&ing);
+    let json = |body: Vec<u8>| Some((200, "application/json".to_owned(), body));
+    let polled = |outcome: ingester::PollOutcome| match outcome {
+        ingester::PollOutcome::Polled { window, .. } => window.traces,
+        other => panic!("{other:?}"),
+    };
+
+    *canned.response.lock().unwrap() = json(recorded("v3.0.3/37_c1_before_root.json"));
+    let before = polled(p.poll_once(crate::at(crate::T0 + 600)).await.unwrap());
+    assert_eq!((before.partial, before.accepted), (1, 0));
+    assert!(crate::all_durations(ing.store()).await.is_empty());
+
+    *canned.response.lock().unwrap() = json(recorded("v3.0.3/40_c1_after_root_tag_scheduler.json"));
+    let after = polled(p.poll_once(crate::at(crate::T0 + 615)).await.unwrap());
+    assert_eq!((after.partial, after.accepted), (0, 1));
+    let again = polled(p.poll_once(crate::at(crate::T0 + 630)).await.unwrap());
+    assert_eq!((again.accepted, again.duplicates), (0, 1));
+    assert_eq!(crate::all_durations(ing.store()).await, [100.0]);
+    let windows = crate::samples(ing.store()).await;
+    assert_eq!(windows.len(), 1);
+    assert!(
+        windows.keys().all(|k| k.starts_with("scheduler|job root|")),
+        "{windows:?}"
+    );
+}

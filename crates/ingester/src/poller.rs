@@ -30,7 +30,9 @@
 //! Tempo's search has no truncation flag and keeps an arbitrary subset of `limit` traces, so
 //! a response with `limit` or more traces is treated as truncated: the window is split in
 //! halves, recursively, down to `min_slice`. A slice still truncated there is ingested as far
-//! as it goes and counted (`anomaly_tempo_windows_unsplittable_total`).
+//! as it goes and counted (`anomaly_tempo_windows_unsplittable_total`). A response larger than
+//! `max_response_bytes` is split the same way (one that is still too large at `min_slice` is
+//! skipped and counted).
 //!
 //! # Failures
 //! A failed search (after the client's retries) or a Redis error ends the poll with an error
@@ -264,13 +266,24 @@ impl Poller {
         match self.store.advance_poll_cursor(&self.owner, end).await? {
             CursorAdvance::At(cursor) => {
                 self.set_lag(now_s, cursor);
-                tracing::debug!(
-                    start,
-                    end,
-                    fetched = window.fetched,
-                    accepted = window.traces.accepted,
-                    "window ingested"
-                );
+                if cursor < horizon {
+                    // At most max_catchup / lookback lines per outage: worth seeing at info.
+                    tracing::info!(
+                        start,
+                        end,
+                        behind_seconds = horizon - cursor,
+                        accepted = window.traces.accepted,
+                        "catching up after a gap"
+                    );
+                } else {
+                    tracing::debug!(
+                        start,
+                        end,
+                        fetched = window.fetched,
+                        accepted = window.traces.accepted,
+                        "window ingested"
+                    );
+                }
                 Ok(PollOutcome::Polled {
                     window,
                     cursor,

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anomaly_core::{Bucketer, TimeConfig};
@@ -165,8 +166,19 @@ impl TrafficArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+async fn main() -> ExitCode {
+    match dispatch(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the causes, not a backtrace: this is a command-line tool.
+            eprintln!("tracegen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(args: Args) -> anyhow::Result<()> {
+    match args.command {
         Command::ServeTempo {
             listen,
             v3,

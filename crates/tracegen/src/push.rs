@@ -28,7 +28,7 @@ impl std::ops::AddAssign for PushSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}")]
     Http {
         url: String,
         #[source]

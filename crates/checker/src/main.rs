@@ -3,6 +3,11 @@
 use anomaly_runtime::cli::{CommonArgs, load_or_exit};
 use clap::Parser;
 
+/// mimalloc: the check path allocates small, short-lived buffers at a high rate, which glibc's
+/// malloc served at a measurable cost (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "The latency anomaly check API")]
 struct Args {

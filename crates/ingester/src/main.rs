@@ -3,6 +3,10 @@
 
 use anomaly_runtime::cli::load_or_exit;
 use clap::Parser;
+
+/// mimalloc, as in the checker: many small, short-lived allocations per request or batch.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use ingester::cli::{Args, Command};
 
 #[tokio::main]

@@ -4,6 +4,10 @@
 use anomaly_runtime::cli::{CommonArgs, load_or_exit};
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as in the checker: every drain allocates and frees thousands of windows.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(version, about = "Recomputes latency baselines from sample windows")]
 struct Args {

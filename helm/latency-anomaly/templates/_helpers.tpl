@@ -133,6 +133,30 @@ redis/rediss 6379). A value without "://" is read as host:port.
 {{- end }}
 {{- end }}
 
+{{/* Whether the components mount TLS files for an external Redis; prints "true" or nothing. */}}
+{{- define "latency-anomaly.redisTls" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Where the Redis TLS files are mounted. */}}
+{{- define "latency-anomaly.redisTlsDir" -}}
+/var/run/secrets/latency-anomaly/redis-tls
+{{- end }}
+
+{{/* The Redis TLS files as (config key, Secret key, file name) triples, as JSON; only those set. */}}
+{{- define "latency-anomaly.redisTlsFiles" -}}
+{{- $t := .Values.externalRedis.tls }}
+{{- $files := list }}
+{{- if $t.caKey }}
+{{- $files = append $files (list "tls_ca_file" $t.caKey "ca.crt") }}
+{{- end }}
+{{- if $t.certKey }}
+{{- $files = append $files (list "tls_cert_file" $t.certKey "tls.crt") }}
+{{- $files = append $files (list "tls_key_file" $t.keyKey "tls.key") }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
 {{/* Name of the Secret the chart creates from values. */}}
 {{- define "latency-anomaly.secretName" -}}
 {{- include "latency-anomaly.fullname" . }}
@@ -202,6 +226,11 @@ never appear here.
 {{- define "latency-anomaly.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $_ := set $cfg.redis "url" (include "latency-anomaly.redisUrl" .) }}
+{{- if include "latency-anomaly.redisTls" . }}
+{{- range include "latency-anomaly.redisTlsFiles" . | fromJsonArray }}
+{{- $_ := set $cfg.redis (index . 0) (printf "%s/%s" (include "latency-anomaly.redisTlsDir" $) (index . 2)) }}
+{{- end }}
+{{- end }}
 {{- /* An empty tenant is the binaries' default; leaving it out keeps the file minimal. */}}
 {{- if not $cfg.ingester.tempo.org_id }}
 {{- $_ := unset $cfg.ingester.tempo "org_id" }}
@@ -234,6 +263,19 @@ from configmap.yaml.
 {{- end }}
 {{- if regexMatch "^rediss?://[^/@]*:[^/@]*@" .Values.externalRedis.url }}
 {{- fail "latency-anomaly: externalRedis.url must not hold a password (it would land in the ConfigMap); use redisAuth" }}
+{{- end }}
+{{- with .Values.externalRedis.tls }}
+{{- if and .existingSecret (not $.Values.redis.enabled) }}
+{{- if not (hasPrefix "rediss://" $.Values.externalRedis.url) }}
+{{- fail "latency-anomaly: externalRedis.tls.existingSecret needs a rediss:// externalRedis.url" }}
+{{- end }}
+{{- if ne (empty .certKey) (empty .keyKey) }}
+{{- fail "latency-anomaly: externalRedis.tls.certKey and externalRedis.tls.keyKey go together" }}
+{{- end }}
+{{- if and (not .caKey) (not .certKey) }}
+{{- fail "latency-anomaly: externalRedis.tls.existingSecret needs caKey, certKey or both" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.redisAuth }}
 {{- if and .enabled (not .existingSecret) (not .password) }}

@@ -8,7 +8,8 @@
 #   scripts/demo.sh logs   # follows the logs of what `up` started                (just logs)
 #
 # Environment: DEMO_TIMEZONE (default Asia/Taipei), DEMO_SEED (42), DEMO_HISTORY (7d),
-# DEMO_WAIT (seconds to wait for baselines, 300), DEMO_KEEP=1 keeps `run`'s temp dir.
+# DEMO_WAIT (seconds to wait for baselines, 300), DEMO_KEEP=1 keeps `run`'s temp dir,
+# DEMO_BUILD=0 skips the build and uses target/release as it is.
 # Needs bash, curl and cargo; installs redis-server with apt-get when it is missing.
 
 set -euo pipefail
@@ -81,6 +82,14 @@ prerequisites() {
 }
 
 build() {
+  if [[ ${DEMO_BUILD:-1} == 0 ]]; then
+    local bin
+    for bin in tracegen ingester recomputer checker; do
+      [[ -x $BIN/$bin ]] || die "DEMO_BUILD=0 but $BIN/$bin is missing: build it with cargo build --release"
+    done
+    say "using the binaries in $BIN as they are (DEMO_BUILD=0)"
+    return
+  fi
   say "building the release binaries (the first build takes a few minutes)"
   (cd "$ROOT" && cargo build --release -p checker -p ingester -p recomputer -p tracegen)
 }
@@ -89,15 +98,15 @@ build() {
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# The preferred port when free, else the next free one above it.
+# Sets PORT to the preferred port when free, else the next free one above it, never one picked
+# before (not in a subshell: TAKEN must remember the picks).
 pick_port() {
-  local port=$1
-  while ! port_free "$port" || [[ " ${TAKEN[*]-} " == *" $port "* ]]; do
-    port=$((port + 1))
-    ((port < 65535)) || die "no free port above $1"
+  PORT=$1
+  while ! port_free "$PORT" || [[ " ${TAKEN[*]-} " == *" $PORT "* ]]; do
+    PORT=$((PORT + 1))
+    ((PORT < 65535)) || die "no free port above $1"
   done
-  TAKEN+=("$port")
-  echo "$port"
+  TAKEN+=("$PORT")
 }
 
 # Starts a process in its own session (so a Ctrl-C in this terminal reaches only this script,
@@ -116,7 +125,8 @@ wait_for() {
   local name=$1 what=$2 timeout=$3
   shift 3
   local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
+  # Alive too: another process answering on the port must not pass for this one.
+  until "$@" >/dev/null 2>&1 && alive "$name"; do
     if ! alive "$name"; then
       tail -n 20 "$STATE/logs/$name.log" >&2 || true
       die "$name exited before $what (log: $STATE/logs/$name.log)"
@@ -198,11 +208,11 @@ EOF
 start_stack() {
   mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/redis"
   TAKEN=()
-  REDIS_PORT=$(pick_port 16379)
-  TEMPO_PORT=$(pick_port 3200)
-  CHECKER_PORT=$(pick_port 8080)
-  INGESTER_PORT=$(pick_port 8081)
-  RECOMPUTER_PORT=$(pick_port 8082)
+  pick_port 16379 && REDIS_PORT=$PORT
+  pick_port 3200 && TEMPO_PORT=$PORT
+  pick_port 8080 && CHECKER_PORT=$PORT
+  pick_port 8081 && INGESTER_PORT=$PORT
+  pick_port 8082 && RECOMPUTER_PORT=$PORT
   CHECKER="http://127.0.0.1:$CHECKER_PORT"
   RECOMPUTER="http://127.0.0.1:$RECOMPUTER_PORT"
   write_config

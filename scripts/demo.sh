@@ -9,14 +9,14 @@
 #
 # Environment: DEMO_TIMEZONE (default Asia/Taipei), DEMO_SEED (42), DEMO_HISTORY (7d),
 # DEMO_WAIT (seconds to wait for baselines, 300), DEMO_KEEP=1 keeps `run`'s temp dir,
-# DEMO_BUILD=0 skips the build and uses target/release as it is.
+# DEMO_BUILD=0 skips the build and uses target/release (or $CARGO_TARGET_DIR/release) as it is.
 # Needs bash, curl and cargo; installs redis-server with apt-get when it is missing.
 
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UP_DIR="$ROOT/.demo"
-BIN="$ROOT/target/release"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 TIMEZONE="${DEMO_TIMEZONE:-Asia/Taipei}"
 SEED="${DEMO_SEED:-42}"
 HISTORY="${DEMO_HISTORY:-7d}"
@@ -156,13 +156,14 @@ http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
 
 # Stops every process with a pid file in $STATE/pids: SIGTERM, up to 10 s, then SIGKILL.
 stop_all() {
-  local pidfile pid name stopped=()
+  local pidfile pid name cmdline stopped=()
   shopt -s nullglob
   for pidfile in "$STATE"/pids/*.pid; do
     pid=$(cat "$pidfile")
     name=$(basename "$pidfile" .pid)
     # A pid file can outlive its process and the pid be reused: only stop our own binaries.
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'redis-server|/target/release/(tracegen|ingester|recomputer|checker)'; then
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+    if kill -0 "$pid" 2>/dev/null && [[ $cmdline == redis-server* || $cmdline == */redis-server* || $cmdline == "$BIN"/* ]]; then
       kill -TERM "$pid" 2>/dev/null || true
       stopped+=("$pid:$name")
     fi

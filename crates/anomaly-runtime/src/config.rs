@@ -185,8 +185,16 @@ pub fn load<S: ServiceSection>(path: Option<&Path>) -> Result<Loaded<S>, ConfigL
     extract(&figment)
 }
 
+/// The environment variable naming the config file (`--config`'s `env`); not a config key.
+pub const CONFIG_FILE_ENV: &str = "ANOMALY_CONFIG_FILE";
+
 fn env() -> Env {
-    Env::prefixed("ANOMALY_").split("__")
+    let file_var = CONFIG_FILE_ENV
+        .trim_start_matches("ANOMALY_")
+        .to_lowercase();
+    Env::prefixed("ANOMALY_")
+        .ignore(&[file_var.as_str()])
+        .split("__")
 }
 
 fn is_secret(key: &str) -> bool {

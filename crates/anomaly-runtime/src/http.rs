@@ -244,11 +244,16 @@ impl HttpLimits {
 /// The concurrency limit is one budget for all of `api`'s routes together (axum applies a
 /// layer to each route separately, so a per-layer limit would multiply by the route count).
 pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
-    api.layer(axum::middleware::from_fn_with_state(
-        tokens,
-        auth::require_bearer,
-    ))
-    .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+    // Without tokens there is nothing to check: no layer, no per-request cost.
+    let api = if tokens.enabled() {
+        api.layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_bearer,
+        ))
+    } else {
+        api
+    };
+    api.layer(DefaultBodyLimit::max(limits.max_body_bytes))
     .layer(
         ServiceBuilder::new()
             .layer(axum::error_handling::HandleErrorLayer::new(overloaded))

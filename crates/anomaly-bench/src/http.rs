@@ -21,6 +21,9 @@ use chrono::{Datelike as _, Days, TimeZone as _, Weekday};
 
 use crate::{Row, key};
 
+/// Connections of the ingest run (batches, not single requests).
+const INGEST_CONNECTIONS: u32 = 8;
+
 /// Load settings shared by every wrk run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
@@ -527,7 +530,13 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         Service::start("ingester", &setup.bin_dir, &env, &work.join("ingester.log")).await?;
     let rss_before = ingester.rss()?;
     eprintln!("wrk ingest");
-    let result = wrk(setup.load, &ingester.base, Some(&script_file), "ingest").await?;
+    // Each request carries a whole batch: 8 connections keep 4000 traces in flight, enough to
+    // saturate the ingester, where 32 would only queue (and measure the queue).
+    let load = Load {
+        connections: setup.load.connections.min(INGEST_CONNECTIONS),
+        ..setup.load
+    };
+    let result = wrk(load, &ingester.base, Some(&script_file), "ingest").await?;
     let rss_after = ingester.rss()?;
     drop(ingester);
     let traces_per_sec = result.requests_per_sec * f64::from(setup.ingest_batch);
@@ -563,8 +572,8 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     Ok(vec![
         Row::new(
             format!(
-                "ingest, `POST /v1/traces/ingest` ({} distinct traces a request, {} keys)",
-                setup.ingest_batch, setup.keys
+                "ingest, `POST /v1/traces/ingest` ({} distinct traces a request, {} keys, {} connections)",
+                setup.ingest_batch, setup.keys, load.connections
             ),
             format!(
                 "{traces_per_sec:.0} traces/s ({:.2}x of redis-benchmark LPUSH), p99 {:.1} ms a request",

@@ -254,15 +254,15 @@ pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
         api
     };
     api.layer(DefaultBodyLimit::max(limits.max_body_bytes))
-    .layer(
-        ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
-            .load_shed()
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                limits.max_concurrency,
-            ))
-            .timeout(limits.request_timeout),
-    )
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrency,
+                ))
+                .timeout(limits.request_timeout),
+        )
 }
 
 async fn overloaded(err: BoxError) -> ApiError {

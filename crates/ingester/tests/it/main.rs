@@ -3,6 +3,7 @@
 
 mod backfill;
 mod config;
+mod kill;
 mod lease;
 mod poller;
 mod push;

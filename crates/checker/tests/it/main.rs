@@ -8,6 +8,7 @@ mod cache;
 mod check;
 mod config;
 mod openapi;
+mod secrets;
 mod service;
 mod trace;
 mod validation;

@@ -23,7 +23,7 @@
 //! requests, until cleared, or after N more successes; delays; malformed or truncated JSON.
 //! Every search request is logged ([`FakeTempo::requests`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -183,6 +183,8 @@ impl SearchRequest {
 #[derive(Debug, Default)]
 struct Shared {
     traces: Vec<Trace>,
+    /// Position of each trace in `traces` by ID, so loading a week of history stays linear.
+    index: HashMap<String, usize>,
     /// Unix nanoseconds; `None` follows the system clock.
     now: Option<u64>,
     mode: Mode,
@@ -280,9 +282,13 @@ impl FakeTempo {
     /// Adds a trace, or replaces the one with the same ID (a root span arriving, say).
     pub fn upsert(&self, trace: Trace) {
         let mut s = self.lock();
-        match s.traces.iter_mut().find(|t| t.trace_id == trace.trace_id) {
-            Some(existing) => *existing = trace,
-            None => s.traces.push(trace),
+        match s.index.get(&trace.trace_id) {
+            Some(&i) => s.traces[i] = trace,
+            None => {
+                let i = s.traces.len();
+                s.index.insert(trace.trace_id.clone(), i);
+                s.traces.push(trace);
+            }
         }
     }
 
@@ -293,11 +299,23 @@ impl FakeTempo {
     }
 
     pub fn remove(&self, trace_id: &str) {
-        self.lock().traces.retain(|t| t.trace_id != trace_id);
+        let mut s = self.lock();
+        if s.index.remove(trace_id).is_some() {
+            s.traces.retain(|t| t.trace_id != trace_id);
+            let positions = s
+                .traces
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.trace_id.clone(), i))
+                .collect();
+            s.index = positions;
+        }
     }
 
     pub fn clear(&self) {
-        self.lock().traces.clear();
+        let mut s = self.lock();
+        s.traces.clear();
+        s.index.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -732,6 +750,29 @@ fn base64(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upserts_replace_by_id_and_removal_keeps_the_index_right() {
+        let tempo = FakeTempo::new();
+        tempo.upsert_all((0..1000).map(|i| Trace::partial(format!("{i:x}"), 1, 5)));
+        tempo.upsert(Trace::new("a", "svc", "GET /", 1, 7));
+        assert_eq!(tempo.len(), 1000);
+        tempo.remove("3");
+        tempo.remove("missing");
+        assert_eq!(tempo.len(), 999);
+        // After a removal, later traces moved: replacing one must still hit the right entry.
+        tempo.upsert(Trace::new("3e7", "svc", "GET /x", 1, 9));
+        tempo.upsert(Trace::new("3", "svc", "GET /y", 1, 9));
+        assert_eq!(tempo.len(), 1000);
+        let s = tempo.lock();
+        let found: Vec<_> = s.traces.iter().filter(|t| t.trace_id == "3e7").collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].root_name.as_deref(), Some("GET /x"));
+        assert!(s.index.iter().all(|(id, &i)| s.traces[i].trace_id == *id));
+        drop(s);
+        tempo.clear();
+        assert!(tempo.is_empty());
+    }
 
     #[test]
     fn base64_matches_rfc4648() {

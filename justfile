@@ -36,6 +36,16 @@ bench:
     cargo bench -p anomaly-core --bench core -- --noplot
     ./target/release/anomaly-bench --write BENCHMARKS.md all
 
+# Fault tests: the three services together under a Redis SIGKILL, bad input and hostile names (system-tests), plus each service's kill and outage tests. All of them also run in `just test`.
+chaos:
+    cargo nextest run -p system-tests --no-fail-fast
+    cargo nextest run -p checker -p ingester -p recomputer --no-fail-fast -E 'test(/sigkill|secrets|outage|redis_down|dead/)'
+
+# Soak: a steady load through the three release binaries for `minutes` (default 10), sampled every 5 s; fails on any error, a p99 over its bound or memory growth of 10% after warm-up. Not in CI.
+soak minutes="10":
+    cargo build --release -p anomaly-bench -p checker -p ingester -p recomputer
+    ./target/release/anomaly-bench soak --minutes {{minutes}}
+
 # Build the release binaries.
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer

@@ -10,6 +10,7 @@
 mod http;
 mod micro;
 mod recompute;
+mod soak;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -35,6 +36,10 @@ enum Command {
     Http(HttpArgs),
     /// Criterion results of `cargo bench -p anomaly-core` (run it first).
     Micro(MicroArgs),
+    /// A bounded run at a steady load through all three release binaries, sampled every few
+    /// seconds; fails unless there are no errors, p99 stays bounded and memory stays flat
+    /// (`just soak`; not part of `all`).
+    Soak(SoakArgs),
     /// Everything above, in one table (`just bench`).
     All {
         #[command(flatten)]
@@ -79,6 +84,69 @@ struct HttpArgs {
     /// Where the release `checker` and `ingester` binaries are (default: beside this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct SoakArgs {
+    /// Length of the run.
+    #[arg(long, default_value_t = 10)]
+    minutes: u64,
+    /// Memory growth is measured from the end of this (seconds).
+    #[arg(long, default_value_t = 120)]
+    warmup_seconds: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5)]
+    sample_seconds: u64,
+    /// Keys the traffic spreads over.
+    #[arg(long = "soak-keys", default_value_t = 2000)]
+    keys: u32,
+    /// Single checks a second.
+    #[arg(long, default_value_t = 1000)]
+    checks_per_sec: u32,
+    /// Ingest requests a second.
+    #[arg(long, default_value_t = 10)]
+    ingests_per_sec: u32,
+    /// Traces in each ingest request.
+    #[arg(long = "soak-ingest-batch", default_value_t = 100)]
+    ingest_batch: u32,
+    /// Highest acceptable p99 of a check in any sample (ms).
+    #[arg(long, default_value_t = 50)]
+    max_check_p99_ms: u64,
+    /// Highest acceptable p99 of an ingest request in any sample (ms).
+    #[arg(long, default_value_t = 500)]
+    max_ingest_p99_ms: u64,
+    /// Where the release binaries are (default: beside this one).
+    #[arg(long = "soak-bin-dir")]
+    bin_dir: Option<PathBuf>,
+}
+
+impl SoakArgs {
+    fn soak(&self) -> anyhow::Result<soak::Soak> {
+        let seconds = |s: u64| std::time::Duration::from_secs(s);
+        Ok(soak::Soak {
+            bin_dir: bin_dir(self.bin_dir.as_ref())?,
+            duration: seconds(self.minutes * 60),
+            warmup: seconds(self.warmup_seconds.min(self.minutes * 30)),
+            sample_every: seconds(self.sample_seconds.max(1)),
+            keys: self.keys.max(1),
+            checks_per_sec: self.checks_per_sec,
+            ingests_per_sec: self.ingests_per_sec,
+            ingest_batch: self.ingest_batch.max(1),
+            max_check_p99: std::time::Duration::from_millis(self.max_check_p99_ms),
+            max_ingest_p99: std::time::Duration::from_millis(self.max_ingest_p99_ms),
+        })
+    }
+}
+
+/// `dir`, or the directory of this executable (where cargo puts the service binaries).
+fn bin_dir(dir: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, ClapArgs)]
@@ -174,10 +242,16 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let soak_run = matches!(args.command, Command::Soak(_));
+    if soak_run && args.write.is_some() {
+        // The figures section holds the benchmark table; the soak's table goes beside it.
+        anyhow::bail!("--write rewrites the benchmark figures; paste the soak's table by hand");
+    }
     let rows = match args.command {
         Command::Recompute(r) => runtime.block_on(recompute::run(r.keys, r.samples))?,
         Command::Http(h) => runtime.block_on(http::run(&h.setup()?))?,
         Command::Micro(m) => micro::rows(&m.criterion_dir)?,
+        Command::Soak(s) => runtime.block_on(soak::run(&s.soak()?))?,
         Command::All {
             recompute,
             http,
@@ -193,6 +267,14 @@ fn main() -> anyhow::Result<()> {
     println!("{table}");
     if let Some(path) = args.write {
         write_figures(&path, &command_line, &table)?;
+    }
+    let missed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.verdict == "MISSED")
+        .map(|r| r.name.as_str())
+        .collect();
+    if soak_run && !missed.is_empty() {
+        anyhow::bail!("the soak missed: {}", missed.join("; "));
     }
     Ok(())
 }

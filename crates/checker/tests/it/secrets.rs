@@ -31,6 +31,15 @@ async fn status(client: &reqwest::Client, url: &str, token: Option<&str>) -> u16
     request.send().await.map_or(0, |r| r.status().as_u16())
 }
 
+/// Whether a check with `token` is answered 200 within 30 s (a loaded machine can make a
+/// single Redis round trip miss its deadline).
+async fn answers_200(client: &reqwest::Client, url: &str, token: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        status(client, url, Some(token)).await == 200
+    })
+    .await
+}
+
 async fn readyz(client: &reqwest::Client, base: &str) -> u16 {
     client
         .get(format!("{base}/readyz"))
@@ -62,7 +71,6 @@ async fn secrets_never_appear_in_the_logs(format: &str) {
         )
         .env("ANOMALY_REDIS__PASSWORD", PASSWORD)
         .env("ANOMALY_REDIS__KEY_PREFIX", unique_prefix("secrets"))
-        .env("ANOMALY_REDIS__TIMEOUT", "500ms")
         .env("ANOMALY_CHECKER__AUTH__TOKENS", TOKENS.join(","))
         .env("ANOMALY_CHECKER__CACHE__TTL", "0s")
         .env("ANOMALY_CHECKER__LISTEN", format!("127.0.0.1:{port}"))
@@ -84,7 +92,10 @@ async fn secrets_never_appear_in_the_logs(format: &str) {
         "the checker authenticates to Redis with the password"
     );
     for token in TOKENS {
-        assert_eq!(status(&client, &check, Some(token)).await, 200);
+        assert!(
+            answers_200(&client, &check, token).await,
+            "{token} is accepted"
+        );
     }
     assert_eq!(status(&client, &check, Some(WRONG_TOKEN)).await, 401);
     assert_eq!(status(&client, &check, None).await, 401);
@@ -104,7 +115,7 @@ async fn secrets_never_appear_in_the_logs(format: &str) {
         .await,
         "ready again once Redis takes the password"
     );
-    assert_eq!(status(&client, &check, Some(TOKENS[0])).await, 200);
+    assert!(answers_200(&client, &check, TOKENS[0]).await);
 
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

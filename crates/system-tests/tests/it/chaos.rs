@@ -306,7 +306,6 @@ async fn redis_crash_under_load_loses_no_acknowledged_trace() {
         "check statuses: {:?}",
         check_statuses.iter().collect::<HashSet<_>>()
     );
-    assert!(check_statuses.iter().rev().take(10).all(|s| *s == 200));
 
     // Every acknowledged trace is in Redis: its dedup marker and its sample. (A fresh store:
     // the first command on a pooled connection that predates the crash fails once.)

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -40,6 +41,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut stopped = rx.clone();
+    // Answers are small and written whole: send them at once rather than wait for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(true);

@@ -1,10 +1,12 @@
 //! The three services together, in-process through their `run(config, listener, shutdown)`
 //! functions, on one real `redis-server`: Redis killed under load (`chaos`), arbitrary input
-//! through every router (`bad_input`), and names that must not collide in Redis (`keys`).
+//! through every router (`bad_input`), names that must not collide in Redis (`keys`), and a
+//! network partition from Redis (`partition`).
 
 mod bad_input;
 mod chaos;
 mod keys;
+mod partition;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

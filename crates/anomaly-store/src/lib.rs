@@ -133,7 +133,10 @@ impl Store {
         if let Some(password) = &config.password {
             settings = settings.set_password(password.expose_secret());
         }
-        info = info.set_redis_settings(settings);
+        // Pipelines are written in pieces: without TCP_NODELAY the tail of one waits for an ACK.
+        info = info
+            .set_redis_settings(settings)
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let info = with_tls_files(info, config)?;
         // redis-rs applies a 500 ms response timeout of its own unless told otherwise, which
         // would fail large pipelined reads long before `redis.timeout`; one bound governs all.

@@ -40,43 +40,6 @@ return popped
     )
 });
 
-/// Reads one window as a single comma-joined string, with its version read first. A reply of
-/// one bulk string instead of 1000 costs the client a fraction of the parsing, which dominated
-/// recompute time; one key per call keeps Redis from being blocked for more than one LRANGE.
-static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: base:{B}, dur:{B}. ARGV: index of the oldest sample to read.
-local v = redis.call('HGET', KEYS[1], 'v')
-local w = redis.call('LRANGE', KEYS[2], 0, ARGV[1])
-return {v or '', table.concat(w, ',')}
-",
-    )
-});
-
-/// Parses `123,-4,56` into milliseconds; `None` if any element is not an integer.
-fn parse_joined_micros(joined: &[u8]) -> Option<Vec<f64>> {
-    if joined.is_empty() {
-        return Some(Vec::new());
-    }
-    joined
-        .split(|&b| b == b',')
-        .map(|field| {
-            let (neg, digits) = match field.split_first() {
-                Some((b'-', rest)) => (true, rest),
-                _ => (false, field),
-            };
-            if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let v = digits
-                .iter()
-                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
-            Some(if neg { -v } else { v } as f64 / 1000.0)
-        })
-        .collect()
-}
-
 static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -232,44 +195,32 @@ impl Store {
             })
             .collect();
         let last = i64::from(window_size) - 1;
-        let raw: Vec<(String, Vec<u8>)> = self
+        let raw: Vec<(Option<String>, Vec<i64>)> = self
             .run("read_windows_versioned", async |conn| {
                 let mut pipe = redis::pipe();
                 for (base, dur) in &names {
-                    pipe.cmd("EVALSHA")
-                        .arg(READ.get_hash())
-                        .arg(2)
-                        .arg(base)
-                        .arg(dur)
-                        .arg(last);
+                    // The version is read before the window: see the module docs.
+                    pipe.cmd("HGET").arg(base).arg("v");
+                    pipe.cmd("LRANGE").arg(dur).arg(0).arg(last);
                 }
-                match pipe.query_async(conn).await {
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        // Redis restarted or failed over and lost its script cache.
-                        READ.load_async(conn).await?;
-                        Ok(pipe.query_async(conn).await?)
-                    }
-                    other => Ok(other?),
-                }
+                let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
+                flat.chunks(2)
+                    .map(|pair| {
+                        let version: Option<String> = redis::from_redis_value_ref(&pair[0])?;
+                        let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])?;
+                        Ok((version, window))
+                    })
+                    .collect::<Result<_, redis::RedisError>>()
+                    .map_err(|e| StoreError::bad_data("dur:*", e.to_string()))
             })
             .await?;
-        raw.into_iter()
-            .zip(&names)
-            .map(|((version, joined), (_, dur))| {
-                Ok(VersionedWindow {
-                    samples: parse_joined_micros(&joined).ok_or_else(|| {
-                        StoreError::bad_data(
-                            dur,
-                            "window holds a value that is not whole microseconds",
-                        )
-                    })?,
-                    version: (!version.is_empty()).then_some(version),
-                })
+        Ok(raw
+            .into_iter()
+            .map(|(version, window)| VersionedWindow {
+                samples: window.into_iter().map(|us| us as f64 / 1000.0).collect(),
+                version,
             })
-            .collect()
+            .collect())
     }
 
     /// Writes recomputed baselines whose window is unchanged since it was read, and releases
@@ -430,34 +381,5 @@ impl Store {
             Ok(redis::cmd("SCARD").arg(&index).query_async(conn).await?)
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_joined_micros;
-
-    #[test]
-    fn parses_joined_windows() {
-        assert_eq!(parse_joined_micros(b""), Some(vec![]));
-        assert_eq!(
-            parse_joined_micros(b"1500,0,-2,123456789"),
-            Some(vec![1.5, 0.0, -0.002, 123456.789])
-        );
-        for bad in [
-            &b"1,,2"[..],
-            b"1.5",
-            b"abc",
-            b"1,",
-            b"-",
-            b"99999999999999999999",
-        ] {
-            assert_eq!(
-                parse_joined_micros(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
     }
 }

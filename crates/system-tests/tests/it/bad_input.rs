@@ -289,3 +289,53 @@ proptest! {
         }
     }
 }
+
+/// Bodies built to exhaust the server: nesting deep enough to overflow a recursive parser's
+/// stack (which would abort the whole process, not just fail a request), a body over the size
+/// cap, and a huge number of tiny items. Each is a 4xx in the error shape.
+#[test]
+fn hostile_bodies_are_refused_without_harm() {
+    let deep = |open: &str, close: &str| {
+        let n = 200_000;
+        format!("{}{}", open.repeat(n), close.repeat(n)).into_bytes()
+    };
+    let nested_in = |prefix: &str, suffix: &str, inner: Vec<u8>| {
+        let mut v = prefix.as_bytes().to_vec();
+        v.extend(inner);
+        v.extend(suffix.as_bytes());
+        v
+    };
+    let over_cap = format!("{{\"traces\": [\"{}\"]}}", "x".repeat(5 * 1024 * 1024)).into_bytes();
+    let many_items = format!("{{\"items\": [{}0]}}", "0,".repeat(500_000)).into_bytes();
+    let many_traces = format!("{{\"traces\": [{}0]}}", "0,".repeat(500_000)).into_bytes();
+    let cases: Vec<(&Router, &str, Vec<u8>, u16)> = vec![
+        (&apps().checker, "/v1/anomaly/check", deep("[", "]"), 400),
+        (
+            &apps().checker,
+            "/v1/anomaly/check",
+            deep("{\"a\":", "}"),
+            400,
+        ),
+        (
+            &apps().checker,
+            "/v1/anomaly/check/batch",
+            nested_in("{\"items\":", "}", deep("[", "]")),
+            400,
+        ),
+        (&apps().checker, "/v1/anomaly/check/batch", many_items, 413),
+        (
+            &apps().ingester,
+            "/v1/traces/ingest",
+            nested_in("{\"traces\":", "}", deep("[", "]")),
+            400,
+        ),
+        (&apps().ingester, "/v1/traces/ingest", over_cap.clone(), 413),
+        (&apps().checker, "/v1/anomaly/check", over_cap, 413),
+        (&apps().ingester, "/v1/traces/ingest", many_traces, 413),
+    ];
+    for (router, path, bytes, want) in cases {
+        let len = bytes.len();
+        let (status, body) = post(router, path, bytes).expect("a well-formed refusal");
+        assert_eq!(status, want, "{path} with a {len}-byte body: {body}");
+    }
+}

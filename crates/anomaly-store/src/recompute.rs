@@ -25,6 +25,16 @@ use deadpool_redis::redis::{self, Script};
 
 use crate::{DirtyBatch, Store, StoreError};
 
+/// Most samples [`Store::read_windows_versioned`] asks Redis for in one round trip: 32 full
+/// windows of the default size.
+pub const SAMPLES_PER_ROUND_TRIP: u32 = 32_768;
+
+/// Windows of `window_size` samples read per round trip: as many as fit in
+/// [`SAMPLES_PER_ROUND_TRIP`], and at least one.
+fn keys_per_round_trip(window_size: u32) -> usize {
+    (SAMPLES_PER_ROUND_TRIP / window_size.max(1)).max(1) as usize
+}
+
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -178,15 +188,31 @@ impl Store {
         Ok(batch)
     }
 
-    /// Reads windows (at most `window_size` newest samples) with their versions, pipelined.
+    /// Reads windows (at most `window_size` newest samples) with their versions, pipelined in
+    /// round trips of at most [`SAMPLES_PER_ROUND_TRIP`] samples.
+    ///
+    /// Redis runs a client's pipeline without serving anyone else in between, and answering an
+    /// `LRANGE` of 1000 samples takes it tens of microseconds: one pipeline for a whole 500-key
+    /// batch would hold every checker's `HMGET` back for tens of milliseconds (and hold the
+    /// batch's reply, about 500,000 values, in the recomputer's memory at once). Round trips of
+    /// 32 full windows keep both small for one extra round trip per 32 keys.
     pub async fn read_windows_versioned(
         &self,
         keys: &[BaselineKey],
         window_size: u32,
     ) -> Result<Vec<VersionedWindow>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut windows = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(keys_per_round_trip(window_size)) {
+            windows.extend(self.read_windows_round_trip(chunk, window_size).await?);
         }
+        Ok(windows)
+    }
+
+    async fn read_windows_round_trip(
+        &self,
+        keys: &[BaselineKey],
+        window_size: u32,
+    ) -> Result<Vec<VersionedWindow>, StoreError> {
         let names: Vec<(String, String)> = keys
             .iter()
             .map(|k| {
@@ -195,32 +221,27 @@ impl Store {
             })
             .collect();
         let last = i64::from(window_size) - 1;
-        let raw: Vec<(Option<String>, Vec<i64>)> = self
-            .run("read_windows_versioned", async |conn| {
-                let mut pipe = redis::pipe();
-                for (base, dur) in &names {
-                    // The version is read before the window: see the module docs.
-                    pipe.cmd("HGET").arg(base).arg("v");
-                    pipe.cmd("LRANGE").arg(dur).arg(0).arg(last);
-                }
-                let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
-                flat.chunks(2)
-                    .map(|pair| {
-                        let version: Option<String> = redis::from_redis_value_ref(&pair[0])?;
-                        let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])?;
-                        Ok((version, window))
+        self.run("read_windows_versioned", async |conn| {
+            let mut pipe = redis::pipe();
+            for (base, dur) in &names {
+                // The version is read before the window: see the module docs.
+                pipe.cmd("HGET").arg(base).arg("v");
+                pipe.cmd("LRANGE").arg(dur).arg(0).arg(last);
+            }
+            let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
+            flat.chunks(2)
+                .map(|pair| {
+                    let version: Option<String> = redis::from_redis_value_ref(&pair[0])?;
+                    let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])?;
+                    Ok(VersionedWindow {
+                        samples: window.into_iter().map(|us| us as f64 / 1000.0).collect(),
+                        version,
                     })
-                    .collect::<Result<_, redis::RedisError>>()
-                    .map_err(|e| StoreError::bad_data("dur:*", e.to_string()))
-            })
-            .await?;
-        Ok(raw
-            .into_iter()
-            .map(|(version, window)| VersionedWindow {
-                samples: window.into_iter().map(|us| us as f64 / 1000.0).collect(),
-                version,
-            })
-            .collect())
+                })
+                .collect::<Result<_, redis::RedisError>>()
+                .map_err(|e| StoreError::bad_data("dur:*", e.to_string()))
+        })
+        .await
     }
 
     /// Writes recomputed baselines whose window is unchanged since it was read, and releases
@@ -381,5 +402,30 @@ impl Store {
             Ok(redis::cmd("SCARD").arg(&index).query_async(conn).await?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_hold_at_most_the_sample_budget_and_at_least_one_window() {
+        // (window_size, keys per round trip)
+        let cases = [
+            (1000, 32),
+            (1, 32_768),
+            (0, 32_768),
+            (100, 327),
+            (32_768, 1),
+            (100_000, 1),
+        ];
+        for (window_size, keys) in cases {
+            assert_eq!(
+                keys_per_round_trip(window_size),
+                keys,
+                "window {window_size}"
+            );
+        }
     }
 }

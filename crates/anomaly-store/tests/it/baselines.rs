@@ -166,3 +166,53 @@ async fn versioned_reads_match_plain_reads_and_cap_the_window() {
     let two = store.read_windows_versioned(&[k], 2).await.unwrap();
     assert_eq!(two[0].samples, vec![3.5, 0.001]);
 }
+
+#[tokio::test]
+async fn versioned_reads_keep_key_order_across_round_trips() {
+    let url = anomaly_testkit::shared_redis_url();
+    let store = store_at(url, "versioned_chunks");
+    // 70 keys: 3 round trips at the default window size (32 + 32 + 6), 70 at the largest.
+    let keys: Vec<_> = (0..70u8)
+        .map(|i| {
+            anomaly_core::BaselineKey::new(
+                format!("svc{i}"),
+                "GET /",
+                i % 24,
+                anomaly_core::DayType::Weekend,
+            )
+            .unwrap()
+        })
+        .collect();
+    let windows: Vec<_> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let samples = (0..=i % 5)
+                .map(|j| anomaly_core::DurationMs::new(i as f64 * 10.0 + j as f64).unwrap())
+                .collect();
+            (k.clone(), samples)
+        })
+        .collect();
+    store
+        .replace_windows(&windows, Duration::ZERO)
+        .await
+        .unwrap();
+    for window_size in [1000, anomaly_store::recompute::SAMPLES_PER_ROUND_TRIP] {
+        let read = store
+            .read_windows_versioned(&keys, window_size)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), keys.len(), "window_size {window_size}");
+        for (i, (got, (_, want))) in read.iter().zip(&windows).enumerate() {
+            let want: Vec<f64> = want.iter().map(|d| d.get()).collect();
+            assert_eq!(got.samples, want, "key {i}, window_size {window_size}");
+        }
+    }
+    assert!(
+        store
+            .read_windows_versioned(&[], 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

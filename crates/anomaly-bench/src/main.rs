@@ -18,6 +18,11 @@ use std::path::PathBuf;
 use anomaly_core::{BaselineKey, DayType};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
+/// The recomputer's allocator: the `recompute` figures run its `drain_once` in this process, so
+/// they should allocate as the shipped binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the latency anomaly detector")]
 struct Args {

@@ -172,17 +172,7 @@ async fn versioned_reads_keep_key_order_across_round_trips() {
     let url = anomaly_testkit::shared_redis_url();
     let store = store_at(url, "versioned_chunks");
     // 70 keys: 3 round trips at the default window size (32 + 32 + 6), 70 at the largest.
-    let keys: Vec<_> = (0..70u8)
-        .map(|i| {
-            anomaly_core::BaselineKey::new(
-                format!("svc{i}"),
-                "GET /",
-                i % 24,
-                anomaly_core::DayType::Weekend,
-            )
-            .unwrap()
-        })
-        .collect();
+    let keys: Vec<_> = (0..70u8).map(|i| key(&format!("svc{i}"), i % 24)).collect();
     let windows: Vec<_> = keys
         .iter()
         .enumerate()

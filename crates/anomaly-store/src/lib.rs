@@ -20,10 +20,12 @@ pub mod recompute;
 
 pub use recompute::{CommitOutcome, Recomputed, VersionedWindow};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anomaly_core::RedisConfig;
-use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, IntoConnectionInfo, RedisError};
 use deadpool_redis::{Manager, Runtime};
@@ -36,30 +38,64 @@ pub use windows::DirtyBatch;
 
 /// A connection taken from the pool is checked with a PING only if it has not been used for
 /// this long: deadpool-redis pings on every checkout, which doubled the round trips of every
-/// operation. A connection that fails with a connection error is dropped instead of returned.
+/// operation. A connection on which an operation failed or timed out is never handed out again.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
-/// deadpool-redis's manager with [`IDLE_BEFORE_PING`].
+/// Replies of more values than this are read on a connection held for the whole operation
+/// ([`Hold::Exclusive`]); smaller ones share a connection with other operations.
+///
+/// redis-rs parses all replies of one connection in that connection's task, so a long reply (a
+/// window of 1000 samples is 1000 values) would hold back every short reply queued behind it on
+/// a shared connection, and parsing several long replies at once needs several connections.
+pub(crate) const SHARED_REPLY_VALUES: usize = 1024;
+
+/// How an operation uses its pooled connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// The connection goes back to the pool as soon as the operation has a handle on it, so
+    /// concurrent operations share connections and redis-rs pipelines their commands: under
+    /// load, one write and one read carry many of them, where a connection per operation costs
+    /// a write and a read each (and `redis.pool_size` would cap the operations in flight).
+    /// Multiplexed connections allow this because no operation here relies on per-connection
+    /// state (no WATCH, SELECT after connect, or blocking command).
+    Shared,
+    /// The connection stays out of the pool until the operation ends: for replies of more than
+    /// [`SHARED_REPLY_VALUES`] values.
+    Exclusive,
+}
+
+/// A pooled connection, and whether an operation on it failed in a way that may have broken it.
+#[derive(Debug)]
+struct Pooled {
+    conn: MultiplexedConnection,
+    /// Set when an operation failed with a connection error or timed out; the pool then drops
+    /// the connection at its next checkout instead of handing it out.
+    broken: Arc<AtomicBool>,
+}
+
+/// deadpool-redis's manager with [`IDLE_BEFORE_PING`] and broken connections dropped.
 #[derive(Debug)]
 struct PingIdle(Manager);
 
 impl managed::Manager for PingIdle {
-    type Type = MultiplexedConnection;
+    type Type = Pooled;
     type Error = RedisError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.0.create().await
+    async fn create(&self) -> Result<Pooled, RedisError> {
+        Ok(Pooled {
+            conn: self.0.create().await?,
+            broken: Arc::default(),
+        })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
+    async fn recycle(&self, pooled: &mut Pooled, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if pooled.broken.load(Ordering::Relaxed) {
+            return Err(RecycleError::message("an operation on it failed"));
+        }
         if metrics.last_used() < IDLE_BEFORE_PING {
             return Ok(());
         }
-        self.0.recycle(conn, metrics).await
+        self.0.recycle(&mut pooled.conn, metrics).await
     }
 }
 
@@ -174,29 +210,157 @@ impl Store {
         .await
     }
 
-    /// Runs one operation on a pooled connection, bounded by the configured timeout, with every
-    /// failure classified. All Redis access goes through here.
+    /// Runs one operation on a shared pooled connection ([`Hold::Shared`]), bounded by the
+    /// configured timeout, with every failure classified. All Redis access goes through here or
+    /// [`Store::run_holding`].
     pub(crate) async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
     {
-        let work = async {
-            let mut conn = self.pool.get().await.map_err(StoreError::from_pool)?;
-            let result = f(&mut conn).await;
-            if result.as_ref().is_err_and(StoreError::is_unavailable) {
-                // Possibly broken: never hand it out again unchecked.
-                drop(Object::take(conn));
+        self.run_holding(op, Hold::Shared, f).await
+    }
+
+    /// Runs one operation on a pooled connection held as `hold` says, bounded by the configured
+    /// timeout (waiting for the pool included), with every failure classified.
+    pub(crate) async fn run_holding<T, F>(
+        &self,
+        op: &'static str,
+        hold: Hold,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out =
+            || StoreError::Unavailable(format!("{op} timed out after {:?}", self.timeout));
+        let result = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Err(_) => Err(timed_out()),
+            Ok(Err(e)) => Err(StoreError::from_pool(e)),
+            Ok(Ok(pooled)) => {
+                let broken = Arc::clone(&pooled.broken);
+                let mut conn = pooled.conn.clone();
+                let held = match hold {
+                    Hold::Shared => {
+                        drop(pooled);
+                        None
+                    }
+                    Hold::Exclusive => Some(pooled),
+                };
+                let result = match tokio::time::timeout_at(deadline, f(&mut conn)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(timed_out()),
+                };
+                if result.as_ref().is_err_and(StoreError::is_unavailable) {
+                    // Possibly broken (or stuck behind a partition): never hand it out again.
+                    broken.store(true, Ordering::Relaxed);
+                }
+                drop(held);
+                result
             }
-            result
         };
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(result) => {
-                result.inspect_err(|e| tracing::debug!(op, error = %e, "redis operation failed"))
-            }
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "{op} timed out after {:?}",
-                self.timeout
-            ))),
-        }
+        result.inspect_err(|e| tracing::debug!(op, error = %e, "redis operation failed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anomaly_testkit::RedisServer;
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+
+    fn store(server: &RedisServer, timeout: Duration) -> Store {
+        Store::connect(&RedisConfig {
+            url: server.url(),
+            pool_size: 1,
+            timeout,
+            ..RedisConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// The server's ID of the connection an operation gets.
+    async fn client_id(store: &Store) -> i64 {
+        store
+            .run("client_id", async |conn| {
+                Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+            })
+            .await
+            .unwrap()
+    }
+
+    /// An operation that has pinged on its connection and then waits, until `release` is sent
+    /// or dropped.
+    struct Parked {
+        release: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), StoreError>>,
+    }
+
+    async fn park(store: &Store, hold: Hold) -> Parked {
+        let (release, wait) = oneshot::channel::<()>();
+        let (started, running) = oneshot::channel::<()>();
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            store
+                .run_holding("parked", hold, async |conn| {
+                    let _: String = redis::cmd("PING").query_async(conn).await?;
+                    let _ = started.send(());
+                    let _ = wait.await;
+                    Ok(())
+                })
+                .await
+        });
+        running.await.expect("the parked operation pinged");
+        Parked { release, task }
+    }
+
+    #[tokio::test]
+    async fn shared_operations_share_a_connection_and_exclusive_ones_hold_it() {
+        let server = RedisServer::start();
+        // One connection in the pool.
+        let store = store(&server, Duration::from_millis(500));
+
+        let id = client_id(&store).await;
+        let shared = park(&store, Hold::Shared).await;
+        assert_eq!(
+            client_id(&store).await,
+            id,
+            "shares the parked operation's connection"
+        );
+        shared.release.send(()).unwrap();
+        shared.task.await.unwrap().unwrap();
+
+        let exclusive = park(&store, Hold::Exclusive).await;
+        // The only connection is held: waiting for it times out.
+        let err = store.ping().await.unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+        exclusive.release.send(()).unwrap();
+        exclusive.task.await.unwrap().unwrap();
+        assert_eq!(
+            client_id(&store).await,
+            id,
+            "the connection is back in the pool"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_operation_timed_out_is_replaced() {
+        let server = RedisServer::start();
+        let store = store(&server, Duration::from_millis(300));
+        let id = client_id(&store).await;
+
+        // Never released: the operation times out, as it would behind a network partition.
+        let parked = park(&store, Hold::Shared).await;
+        let err = parked.task.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        drop(parked.release);
+
+        let new_id = client_id(&store).await;
+        assert_ne!(
+            new_id, id,
+            "the pool dropped the connection of the timed-out operation and made a new one"
+        );
+        assert_eq!(client_id(&store).await, new_id, "and keeps the new one");
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anomaly_core::{Baseline, BaselineKey};
 use deadpool_redis::redis::{self, Script};
 
-use crate::{DirtyBatch, Store, StoreError};
+use crate::{DirtyBatch, Hold, Store, StoreError};
 
 /// Most samples [`Store::read_windows_versioned`] asks Redis for in one round trip: 32 full
 /// windows of the default size.
@@ -221,7 +221,8 @@ impl Store {
             })
             .collect();
         let last = i64::from(window_size) - 1;
-        self.run("read_windows_versioned", async |conn| {
+        // Up to 32,768 values: parsed on a connection of its own (see [`Hold`]).
+        self.run_holding("read_windows_versioned", Hold::Exclusive, async |conn| {
             let mut pipe = redis::pipe();
             for (base, dur) in &names {
                 // The version is read before the window: see the module docs.

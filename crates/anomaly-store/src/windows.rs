@@ -4,7 +4,7 @@
 use anomaly_core::{Baseline, BaselineKey};
 use deadpool_redis::redis;
 
-use crate::{Store, StoreError};
+use crate::{Hold, SHARED_REPLY_VALUES, Store, StoreError};
 
 /// Keys popped from `dirtyKeys`.
 #[derive(Debug, Default)]
@@ -76,7 +76,7 @@ impl Store {
     pub async fn read_windows(&self, keys: &[BaselineKey]) -> Result<Vec<Vec<f64>>, StoreError> {
         let names: Vec<String> = keys.iter().map(|k| self.keys.window_key(k)).collect();
         let raw: Vec<Vec<i64>> = self
-            .run("read_windows", async |conn| {
+            .run_holding("read_windows", Hold::Exclusive, async |conn| {
                 let mut pipe = redis::pipe();
                 for name in &names {
                     pipe.cmd("LRANGE").arg(name).arg(0).arg(-1);
@@ -151,8 +151,14 @@ impl Store {
             return Ok(Vec::new());
         }
         let names: Vec<String> = keys.iter().map(|k| self.keys.baseline_key(k)).collect();
+        // Five values a key: a large batch holds its connection (see [`Hold`]).
+        let hold = if names.len() * FIELDS.len() > SHARED_REPLY_VALUES {
+            Hold::Exclusive
+        } else {
+            Hold::Shared
+        };
         let raw: Vec<Vec<Option<String>>> = self
-            .run("baselines", async |conn| {
+            .run_holding("baselines", hold, async |conn| {
                 let mut pipe = redis::pipe();
                 for name in &names {
                     pipe.cmd("HMGET").arg(name).arg(&FIELDS[..]);

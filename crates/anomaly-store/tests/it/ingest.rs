@@ -1,9 +1,12 @@
 //! Ingest: dedup, windows, trimming, the dirty set and the cardinality cap.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anomaly_store::{IngestOutcome, IngestSettings};
+use proptest::collection::vec;
+use proptest::prelude::*;
 
 use crate::{item, key, raw, settings, store, store_at, trace};
 
@@ -89,6 +92,13 @@ async fn dedups_with_ttl() {
     assert!(
         ttl > 29 * 86_400_000,
         "window expiry is refreshed on write: {ttl} ms"
+    );
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().baseline_key(&k)])
+        .parse()
+        .unwrap();
+    assert!(
+        ttl > 29 * 86_400_000,
+        "the baseline hash's expiry is refreshed with it: {ttl} ms"
     );
 }
 
@@ -197,4 +207,76 @@ async fn names_full_of_separators_stay_in_their_own_key() {
     let mut want = tricky.to_vec();
     want.sort();
     assert_eq!(popped, want);
+}
+
+/// What the ingest script must do, written plainly: a trace seen before is a duplicate; else a
+/// trace of a key not yet indexed is refused while the index holds `cap` keys; else it is pushed
+/// to its window (newest first, trimmed), and its key is indexed and marked dirty.
+#[derive(Debug, Default)]
+struct Model {
+    seen: HashSet<u128>,
+    indexed: HashSet<usize>,
+    windows: HashMap<usize, VecDeque<f64>>,
+    writes: HashMap<usize, u64>,
+}
+
+impl Model {
+    fn ingest(&mut self, batch: &[(u128, usize, f64)], cap: u64, window: usize) -> IngestOutcome {
+        let mut out = IngestOutcome::default();
+        for &(trace, k, ms) in batch {
+            if self.seen.contains(&trace) {
+                out.duplicates += 1;
+            } else if cap > 0 && !self.indexed.contains(&k) && self.indexed.len() as u64 >= cap {
+                out.over_cardinality += 1;
+            } else {
+                self.seen.insert(trace);
+                self.indexed.insert(k);
+                let w = self.windows.entry(k).or_default();
+                w.push_front(ms);
+                w.truncate(window);
+                *self.writes.entry(k).or_default() += 1;
+                out.accepted += 1;
+            }
+        }
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The script against the model over random batches: few traces and keys, so duplicates,
+    /// repeated keys within a chunk and the cap (0 = none) all come up, and windows of one to
+    /// four samples, so trimming does.
+    #[test]
+    fn ingest_matches_a_plain_model(
+        cap in 0u64..5,
+        window in 1u32..5,
+        batches in vec(vec((0u128..16, 0usize..7, 1u32..100), 0..24), 1..5),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let store = store("model");
+            let keys: Vec<_> = (0..7).map(|i| key(&format!("s{i}"), 1)).collect();
+            let s = IngestSettings { max_keys: cap, window_size: window, ..settings() };
+            let mut model = Model::default();
+            for batch in &batches {
+                let batch: Vec<_> = batch.iter().map(|&(t, k, ms)| (t + 1, k, f64::from(ms))).collect();
+                let items: Vec<_> = batch.iter().map(|&(t, k, ms)| item(t, &keys[k], ms)).collect();
+                let got = store.ingest(&items, &s).await.unwrap();
+                prop_assert_eq!(got, model.ingest(&batch, cap, window as usize));
+            }
+            prop_assert_eq!(store.key_count().await.unwrap(), model.indexed.len() as u64);
+            prop_assert_eq!(store.dirty_len().await.unwrap(), model.indexed.len() as u64);
+            let versioned = store.read_windows_versioned(&keys, window).await.unwrap();
+            for (k, got) in versioned.iter().enumerate() {
+                let want: Vec<f64> = model.windows.get(&k).map(|w| w.iter().copied().collect()).unwrap_or_default();
+                // All of the list, not only the `window` newest samples a recompute reads.
+                prop_assert_eq!(store.read_window(&keys[k]).await.unwrap(), want, "window of key {}", k);
+                let writes = model.writes.get(&k).map(u64::to_string);
+                prop_assert_eq!(&got.version, &writes, "version of key {}", k);
+            }
+            Ok(())
+        })?;
+    }
 }

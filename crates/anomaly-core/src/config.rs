@@ -144,7 +144,7 @@ pub struct RedisConfig {
     /// Password (AUTH); overrides one in the URL. Prefer `ANOMALY_REDIS__PASSWORD`.
     #[serde(skip_serializing)]
     pub password: Option<SecretString>,
-    /// Connections per process.
+    /// Most connections per process; operations share them (see anomaly-store).
     pub pool_size: usize,
     /// Upper bound on any one Redis operation, connecting included.
     #[serde(with = "humantime_serde")]

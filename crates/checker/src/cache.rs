@@ -2,25 +2,54 @@
 //! `checker.cache.ttl` and bounded to `checker.cache.max_entries` keys, so a hot key costs no
 //! Redis round trip. Misses of a whole batch are fetched together in one pipelined round trip.
 //!
+//! **Refresh ahead.** An entry looked up in the last quarter of its TTL is served as it is and
+//! queued for a background refresh, which reads the queued keys from Redis in batches and
+//! replaces their entries (with a new TTL). A key checked at least once in that last quarter
+//! is therefore never missing from the cache: checks of hot keys do not wait for Redis when
+//! their entries would have expired, and the pod does not re-read all its hot keys in one
+//! burst every TTL. Keys nobody asks for expire as before. A failed refresh leaves the entry to
+//! expire on time, so during a Redis outage answers stop at the TTL as without refreshes.
+//!
 //! The pod stays stateless: the cache is only ever filled from Redis, so losing it loses
 //! nothing. Staleness is bounded by the TTL (see the crate docs for the end-to-end bound).
 //! Concurrent misses of the same key may each go to Redis; the concurrency limit bounds that.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anomaly_core::{Baseline, BaselineKey};
 use anomaly_runtime::metrics::CommonMetrics;
 use anomaly_store::{Store, StoreError};
 use moka::sync::Cache;
+use tokio::sync::mpsc;
 
 use crate::CacheSection;
 use crate::metrics::CheckerMetrics;
+
+/// Keys queued for a refresh at most; beyond it lookups do not queue more (their entries then
+/// expire and are read on the request path, as without refreshes).
+const REFRESH_QUEUE: usize = 4096;
+/// Keys read from Redis per refresh round trip at most.
+const REFRESH_BATCH: usize = 256;
+
+/// A cached answer and when it was read from Redis.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    baseline: Option<Baseline>,
+    read_at: Instant,
+}
 
 #[derive(Debug)]
 pub(crate) struct BaselineCache {
     store: Store,
     /// `None` when `checker.cache.ttl` is 0: every lookup goes to Redis.
-    cache: Option<Cache<BaselineKey, Option<Baseline>>>,
+    cache: Option<Cache<BaselineKey, Entry>>,
+    /// Entries read longer ago than this are refreshed in the background when looked up.
+    refresh_after: Duration,
+    /// The refresher's queue; the refresher starts with the first refresh, so building the
+    /// cache needs no runtime.
+    refresher: OnceLock<mpsc::Sender<BaselineKey>>,
     metrics: CheckerMetrics,
     common: CommonMetrics,
 }
@@ -41,6 +70,8 @@ impl BaselineCache {
         BaselineCache {
             store,
             cache,
+            refresh_after: config.ttl.mul_f64(0.75),
+            refresher: OnceLock::new(),
             metrics,
             common,
         }
@@ -57,7 +88,7 @@ impl BaselineCache {
         keys: &[BaselineKey],
     ) -> Result<Vec<Option<Baseline>>, StoreError> {
         let mut found: Vec<Option<Option<Baseline>>> = match &self.cache {
-            Some(cache) => keys.iter().map(|k| cache.get(k)).collect(),
+            Some(cache) => keys.iter().map(|k| self.lookup(cache, k)).collect(),
             None => vec![None; keys.len()],
         };
         let missing: Vec<BaselineKey> = keys
@@ -73,12 +104,13 @@ impl BaselineCache {
         if missing.is_empty() {
             return Ok(found.into_iter().map(Option::flatten).collect());
         }
+        let read_at = Instant::now();
         let fetched = self.fetch(&missing).await?;
         let mut fetched = missing.into_iter().zip(fetched);
         for slot in found.iter_mut().filter(|f| f.is_none()) {
             if let Some((key, baseline)) = fetched.next() {
                 if let Some(cache) = &self.cache {
-                    cache.insert(key, baseline);
+                    cache.insert(key, Entry { baseline, read_at });
                 }
                 *slot = Some(baseline);
             }
@@ -86,21 +118,52 @@ impl BaselineCache {
         Ok(found.into_iter().map(Option::flatten).collect())
     }
 
-    /// One key's baseline, through the cache. A hit allocates nothing.
+    /// One key's baseline, through the cache. A hit allocates nothing (unless it queues a
+    /// refresh).
     pub(crate) async fn get(&self, key: &BaselineKey) -> Result<Option<Baseline>, StoreError> {
         if let Some(cache) = &self.cache
-            && let Some(cached) = cache.get(key)
+            && let Some(cached) = self.lookup(cache, key)
         {
             let hit = u64::from(cached.is_some());
             self.metrics.cache_lookups(hit, 1 - hit, 0);
             return Ok(cached);
         }
         self.metrics.cache_lookups(0, 0, 1);
+        let read_at = Instant::now();
         let baseline = self.fetch(std::slice::from_ref(key)).await?.pop().flatten();
         if let Some(cache) = &self.cache {
-            cache.insert(key.clone(), baseline);
+            cache.insert(key.clone(), Entry { baseline, read_at });
         }
         Ok(baseline)
+    }
+
+    /// The cached answer for `key`, queueing a refresh when the entry is in the last quarter of
+    /// its TTL.
+    fn lookup(
+        &self,
+        cache: &Cache<BaselineKey, Entry>,
+        key: &BaselineKey,
+    ) -> Option<Option<Baseline>> {
+        let entry = cache.get(key)?;
+        if entry.read_at.elapsed() >= self.refresh_after {
+            self.queue_refresh(cache, key);
+        }
+        Some(entry.baseline)
+    }
+
+    fn queue_refresh(&self, cache: &Cache<BaselineKey, Entry>, key: &BaselineKey) {
+        let queue = self.refresher.get_or_init(|| {
+            let (queue, keys) = mpsc::channel(REFRESH_QUEUE);
+            tokio::spawn(refresh(
+                keys,
+                cache.clone(),
+                self.store.clone(),
+                self.common.clone(),
+            ));
+            queue
+        });
+        // Full: this lookup does not queue; the entry is refreshed by a later one or expires.
+        let _ = queue.try_send(key.clone());
     }
 
     /// Reads `keys` from Redis in one round trip, counting failures.
@@ -110,5 +173,35 @@ impl BaselineCache {
             .baselines(keys)
             .await
             .inspect_err(|_| self.common.redis_error("baselines"))
+    }
+}
+
+/// The background refresher: reads queued keys from Redis, up to [`REFRESH_BATCH`] a round trip,
+/// and replaces their entries. Ends when the cache is dropped.
+async fn refresh(
+    mut queue: mpsc::Receiver<BaselineKey>,
+    cache: Cache<BaselineKey, Entry>,
+    store: Store,
+    common: CommonMetrics,
+) {
+    let mut batch = Vec::with_capacity(REFRESH_BATCH);
+    while queue.recv_many(&mut batch, REFRESH_BATCH).await > 0 {
+        // A key is queued by every lookup until its refresh lands; read it once.
+        let mut seen = HashSet::with_capacity(batch.len());
+        batch.retain(|key| seen.insert(key.clone()));
+        let read_at = Instant::now();
+        match store.baselines(&batch).await {
+            Ok(baselines) => {
+                for (key, baseline) in batch.drain(..).zip(baselines) {
+                    cache.insert(key, Entry { baseline, read_at });
+                }
+            }
+            Err(e) => {
+                // The entries expire on time and the request path reports the outage.
+                common.redis_error("baselines");
+                tracing::debug!(error = %e, keys = batch.len(), "baseline refresh failed");
+                batch.clear();
+            }
+        }
     }
 }

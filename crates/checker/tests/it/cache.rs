@@ -1,5 +1,5 @@
-//! The baseline cache: hot keys cost no Redis command, absences are remembered, and both
-//! expire after `checker.cache.ttl`.
+//! The baseline cache: hot keys cost no Redis command and are refreshed before they expire,
+//! absences are remembered, and both expire after `checker.cache.ttl`.
 
 use std::time::Duration;
 
@@ -49,6 +49,45 @@ async fn a_hot_key_is_served_without_redis_until_the_ttl() {
     );
     let metrics = app.get("/metrics").await.text;
     assert!(metrics.contains(r#"anomaly_redis_errors_total{op="baselines"}"#));
+}
+
+#[tokio::test]
+async fn a_hot_key_is_refreshed_before_it_expires_so_no_check_waits_for_redis() {
+    let server = RedisServer::start_ephemeral();
+    let mut config = config(&server.url(), "cache-refresh");
+    config.service.cache.ttl = Duration::from_secs(4);
+    let k = key("checkout", "POST /pay", 14, DayType::Weekday);
+    seed(&config, &[(k.clone(), baseline(120.0, 310.0, 18.0, 1000))]).await;
+    let app = App::new(&config);
+    let threshold = async || {
+        let r = app.check(&body(&k, 1840.0)).await;
+        r.body["threshold"].as_f64().expect(&r.text)
+    };
+    assert_eq!(threshold().await, 620.0);
+    // A new baseline (p95 500 ms: threshold 1000 ms) lands in Redis.
+    seed(&config, &[(k.clone(), baseline(120.0, 500.0, 18.0, 1000))]).await;
+
+    // Checks every 100 ms for two TTLs and more.
+    let mut seen = Vec::new();
+    for _ in 0..90 {
+        seen.push(threshold().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen[0], 620.0, "the cached baseline is served at first");
+    let switched = seen.iter().position(|&t| t == 1000.0).expect("refreshed");
+    assert!(seen[switched..].iter().all(|&t| t == 1000.0), "{seen:?}");
+    // The refresh is queued in the last quarter of the TTL (after 3 s), so the new baseline
+    // shows before the entry would have expired (4 s, at least 40 checks in).
+    assert!(switched < 40, "switched after {switched} checks: {seen:?}");
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"anomaly_baseline_cache_requests_total{result="miss"} 1"#),
+        "only the first check waited for Redis; entries never expired:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"anomaly_baseline_cache_requests_total{result="hit"} 90"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -259,22 +259,21 @@ async fn seed_full_windows(
 ) -> anyhow::Result<()> {
     let time = anomaly_core::TimeConfig::default();
     let bucketer = anomaly_core::Bucketer::new(&time);
-    let first = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let now = chrono::Utc::now();
+    let first = now - chrono::Duration::seconds(60);
     // Warm-up and the final checks take a few minutes beyond the run itself.
-    let last =
-        chrono::Utc::now() + chrono::Duration::from_std(duration)? + chrono::Duration::minutes(5);
+    let last = now + chrono::Duration::from_std(duration)? + chrono::Duration::minutes(5);
+    // Every 10 minutes from `first`, and `last` itself: no hour is skipped.
+    let steps = (last - first).num_minutes() / 10;
     let mut buckets = Vec::new();
-    let mut at = first;
-    while at <= last {
+    for at in (0..=steps)
+        .map(|n| first + chrono::Duration::minutes(10 * n))
+        .chain([last])
+    {
         let b = bucketer.bucket(at);
         if !buckets.contains(&(b.hour, b.day_type)) {
             buckets.push((b.hour, b.day_type));
         }
-        at += chrono::Duration::minutes(10);
-    }
-    let b = bucketer.bucket(last);
-    if !buckets.contains(&(b.hour, b.day_type)) {
-        buckets.push((b.hour, b.day_type));
     }
     let window = anomaly_core::StatsConfig::default().window_size;
     let store = Store::connect(&RedisConfig {

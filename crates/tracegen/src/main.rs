@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Weekday};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tracegen::feed::{LiveFeed, unix_nanos};
 use tracegen::push::{PushSummary, Pusher};
-use tracegen::tempo::{FakeTempo, Mode};
+use tracegen::tempo::{FakeTempo, LimitCap, Mode};
 use tracegen::traffic::{Generator, Profile};
 
 #[derive(Debug, Parser)]
@@ -44,6 +44,13 @@ enum Command {
         /// How often new traces are added.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
         tick: Duration,
+        /// Cap every search's `limit` as `query_frontend.search.max_result_limit` does.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_limit: Option<u64>,
+        /// How the cap is enforced: `clamp` (Tempo v2.0 to v2.5: silently lowered) or `reject`
+        /// (v2.6 and later: 400 `limit 500 exceeds max limit N`).
+        #[arg(long, value_enum, default_value_t = CapBehaviour::Clamp, requires = "max_limit")]
+        max_limit_behaviour: CapBehaviour,
         #[command(flatten)]
         traffic: TrafficArgs,
     },
@@ -81,6 +88,13 @@ enum Command {
 
 /// The calendar the patterns follow; use the services' `timezone`, `weekend_days` and
 /// `holidays`, or the slow hour lands in another bucket.
+/// How the fake Tempo enforces `--max-limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CapBehaviour {
+    Clamp,
+    Reject,
+}
+
 #[derive(Debug, Clone, ClapArgs)]
 struct CalendarArgs {
     /// IANA time zone.
@@ -185,8 +199,16 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
             history,
             empty,
             tick,
+            max_limit,
+            max_limit_behaviour,
             traffic,
-        } => serve_tempo(listen, v3, history, empty, tick, &traffic).await,
+        } => {
+            let cap = max_limit.map(|n| match max_limit_behaviour {
+                CapBehaviour::Clamp => LimitCap::Clamp(n),
+                CapBehaviour::Reject => LimitCap::Reject(n),
+            });
+            serve_tempo(listen, v3, history, empty, tick, cap, &traffic).await
+        }
         Command::Push {
             url,
             token,
@@ -218,12 +240,14 @@ async fn serve_tempo(
     history: Duration,
     empty: bool,
     tick: Duration,
+    cap: Option<LimitCap>,
     traffic: &TrafficArgs,
 ) -> anyhow::Result<()> {
     let tempo = FakeTempo::new();
     if v3 {
         tempo.set_mode(Mode::V3);
     }
+    tempo.set_max_limit(cap);
     let feed = if empty {
         None
     } else {

@@ -5,6 +5,10 @@
 //! - `start`/`end` are unix seconds, both or neither; RFC3339, one without the other,
 //!   `end <= start` and ranges over 168 h are 400s with Tempo's plain-text messages.
 //! - `limit` defaults to 20; 0 or non-numeric is 400 (v3 also rejects more than its maximum).
+//!   [`FakeTempo::set_max_limit`] imitates an operator's `query_frontend.search.max_result_limit`
+//!   either way Tempo enforces it: v2.0 to v2.5 silently lower a larger `limit` to it
+//!   ([`LimitCap::Clamp`]); v2.6 and later answer 400 `limit 500 exceeds max limit 20`
+//!   ([`LimitCap::Reject`]).
 //! - `q` (TraceQL) and `tags` are accepted but not both; `q` must look like a braced query and
 //!   otherwise filters nothing.
 //! - A trace matches when it **overlaps** the window. When more match than `limit`, an arbitrary
@@ -126,6 +130,16 @@ pub enum Mode {
     V3,
 }
 
+/// How Tempo enforces `query_frontend.search.max_result_limit` (`adjustLimit` in Tempo's
+/// `modules/frontend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitCap {
+    /// v2.0 to v2.5: a larger `limit` is lowered to the cap, with no error and no flag.
+    Clamp(u64),
+    /// v2.6 and later: a larger `limit` is a 400 `limit N exceeds max limit CAP`.
+    Reject(u64),
+}
+
 /// Authentication a proxy in front of Tempo would demand.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Auth {
@@ -191,6 +205,7 @@ struct Shared {
     tenant: Option<String>,
     auth: Auth,
     overshoot: usize,
+    max_limit: Option<LimitCap>,
     next_faults: VecDeque<Fault>,
     sticky_fault: Option<Fault>,
     fail_after: Option<(usize, Fault)>,
@@ -366,6 +381,13 @@ impl FakeTempo {
     /// Returns this many traces beyond `limit` when truncating (v2.0.1 with several shards).
     pub fn set_overshoot(&self, extra: usize) {
         self.lock().overshoot = extra;
+    }
+
+    /// Enforces a maximum `limit` as an operator's `max_result_limit` would (`None`: no cap
+    /// beyond v3's built-in 262144). Takes effect from the next search, as a Tempo restarted
+    /// with a new configuration would.
+    pub fn set_max_limit(&self, cap: Option<LimitCap>) {
+        self.lock().max_limit = cap;
     }
 
     // --- faults ---
@@ -607,7 +629,13 @@ fn search_body(
             Ok(n) if v3 && n > V3_MAX_LIMIT => {
                 return bad(format!("limit {n} exceeds max limit {V3_MAX_LIMIT}"));
             }
-            Ok(n) => n,
+            Ok(n) => match s.max_limit {
+                Some(LimitCap::Reject(cap)) if n > cap => {
+                    return bad(format!("limit {n} exceeds max limit {cap}"));
+                }
+                Some(LimitCap::Clamp(cap)) => n.min(cap),
+                _ => n,
+            },
             Err(_) if v3 => {
                 return bad(format!(
                     "invalid limit: strconv.ParseUint: parsing {raw:?}: invalid syntax"

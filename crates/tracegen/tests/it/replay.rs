@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
-use tracegen::tempo::{FakeTempo, Mode, Trace};
+use tracegen::tempo::{FakeTempo, LimitCap, Mode, Trace};
 
 fn recording(version: &str, name: &str, ext: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -227,4 +227,63 @@ async fn truncation_keeps_an_arbitrary_subset_sorted_newest_first() {
         starts, newest,
         "the kept subset must not be simply the newest"
     );
+}
+
+/// `max_result_limit` as Tempo v2.0 to v2.5 apply it (a larger limit silently lowered) and as
+/// v2.6+ do (400 with Tempo's exact message, the shape of `v3.0.3/25_search_over_maxlimit`);
+/// a limit at or under the cap is answered as usual either way.
+#[tokio::test]
+async fn max_result_limit_is_clamped_or_refused() {
+    let fake = FakeTempo::new();
+    let base = 1_795_587_000_000_000_000u64;
+    for i in 0..100u64 {
+        fake.upsert(Trace::new(
+            format!("{i:x}"),
+            "svc",
+            "GET /",
+            base + i * 1_000_000_000,
+            5,
+        ));
+    }
+    fake.set_now(UNIX_EPOCH + Duration::from_secs(1_795_587_500));
+    let tempo = fake.spawn().await;
+    let search = async |limit: u32| {
+        let r = reqwest::get(format!(
+            "{}/api/search?start=1795586900&end=1795587200&limit={limit}",
+            tempo.url()
+        ))
+        .await
+        .unwrap();
+        let status = r.status().as_u16();
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        (status, content_type, r.text().await.unwrap())
+    };
+    let count = |body: &str| -> usize {
+        serde_json::from_str::<Value>(body).unwrap()["traces"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+
+    tempo.set_max_limit(Some(LimitCap::Clamp(20)));
+    let (status, _, body) = search(500).await;
+    assert_eq!((status, count(&body)), (200, 20), "silently lowered");
+    let (status, _, body) = search(7).await;
+    assert_eq!((status, count(&body)), (200, 7));
+
+    tempo.set_max_limit(Some(LimitCap::Reject(20)));
+    let (status, content_type, body) = search(500).await;
+    assert_eq!(status, 400);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert_eq!(body, "limit 500 exceeds max limit 20");
+    let recorded = recording("v3.0.3", "25_search_over_maxlimit", "json");
+    assert_eq!(
+        recorded, "limit 300000 exceeds max limit 262144",
+        "the same words"
+    );
+    let (status, _, body) = search(20).await;
+    assert_eq!((status, count(&body)), (200, 20));
+
+    tempo.set_max_limit(None);
+    let (status, _, body) = search(500).await;
+    assert_eq!((status, count(&body)), (200, 100));
 }

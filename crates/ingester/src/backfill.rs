@@ -43,6 +43,10 @@ pub struct BackfillReport {
     pub windows: u64,
     pub requests: u64,
     pub splits: u64,
+    /// Answers checked for a silent cap, and how many Tempo had cut (see [`crate::cap`]).
+    pub cap_checks: u64,
+    pub clamped: u64,
+    pub refetched: u64,
     pub unsplittable: u64,
     pub fetched: u64,
     pub traces: BatchReport,
@@ -127,6 +131,9 @@ pub(crate) async fn backfill(
         report.windows += 1;
         report.requests += window.requests;
         report.splits += window.splits;
+        report.cap_checks += window.cap_checks;
+        report.clamped += window.clamped;
+        report.refetched += window.refetched;
         report.unsplittable += window.unsplittable;
         report.fetched += window.fetched;
         report.traces.add(&window.traces);
@@ -156,6 +163,8 @@ pub(crate) async fn backfill(
         windows = report.windows,
         requests = report.requests,
         splits = report.splits,
+        cap_checks = report.cap_checks,
+        clamped = report.clamped,
         unsplittable = report.unsplittable,
         fetched = report.fetched,
         accepted = report.traces.accepted,

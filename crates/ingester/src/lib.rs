@@ -5,10 +5,12 @@
 //! - [`poller`]: the Tempo poller (`poll_once`, windows, splitting, the cursor, the lease).
 //! - [`backfill`]: `ingester backfill`, history in resumable steps.
 //! - [`tempo`]: the Tempo search client (retries, error classification, response parsing).
+//! - [`cap`]: Tempo's result cap (`max_result_limit`), refused or silently applied, learned.
 //! - [`trace`]: one trace validated into a sample (shared by push, poll and backfill).
 
 pub mod api;
 pub mod backfill;
+pub mod cap;
 pub mod cli;
 pub mod config;
 mod ingest;

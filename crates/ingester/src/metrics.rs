@@ -54,6 +54,16 @@ pub struct IngestMetrics {
     pub lease_held: Gauge,
     /// Seconds the poller skipped because the gap was longer than `max_catchup`.
     pub gap_seconds: Counter,
+    /// The `limit` searches ask for: `tempo.limit`, or the lower cap Tempo enforces.
+    pub search_limit: Gauge,
+    /// `anomaly_tempo_cap_checks_total{result}`: suspect answers checked by splitting, by
+    /// result (`clamped`: Tempo had cut the answer; `complete`).
+    pub cap_checks: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
 }
 
 impl IngestMetrics {
@@ -68,6 +78,8 @@ impl IngestMetrics {
             cursor_lag: Gauge::default(),
             lease_held: Gauge::default(),
             gap_seconds: Counter::default(),
+            search_limit: Gauge::default(),
+            cap_checks: Family::default(),
         };
         registry.register(
             "ingest_traces",
@@ -114,6 +126,16 @@ impl IngestMetrics {
             "Seconds of history skipped because an outage outlasted max_catchup (backfill them)",
             m.gap_seconds.clone(),
         );
+        registry.register(
+            "tempo_search_limit",
+            "The limit searches ask Tempo for: tempo.limit, or the lower max_result_limit Tempo enforces",
+            m.search_limit.clone(),
+        );
+        registry.register(
+            "tempo_cap_checks",
+            "Answers smaller than the limit checked by splitting, by result (clamped: Tempo had cut the answer at a cap it did not report)",
+            m.cap_checks.clone(),
+        );
         m
     }
 
@@ -126,6 +148,15 @@ impl IngestMetrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    pub fn cap_check(&self, clamped: bool) {
+        let result = if clamped { "clamped" } else { "complete" };
+        self.cap_checks
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn tempo_request(&self, status: &str) {

@@ -34,6 +34,10 @@
 //! `max_response_bytes` is split the same way (one that is still too large at `min_slice` is
 //! skipped and counted).
 //!
+//! `limit` is `tempo.limit`, or the lower `max_result_limit` Tempo enforces: refused with a
+//! 400 by v2.6+, applied silently by v2.0 to v2.5. [`crate::cap`] learns it either way and
+//! says how a silent cap is proven and what is searched again when it is.
+//!
 //! # Failures
 //! A failed search (after the client's retries) or a Redis error ends the poll with an error
 //! and leaves the cursor where it was: the next poll searches the same time again. An outage
@@ -46,16 +50,22 @@
 //! The cursor moves only while the lease is held (a Redis script checks the owner), so a
 //! deposed poller finishing a window late changes nothing but harmless duplicates.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anomaly_core::TraceId;
 use anomaly_store::poller::CursorAdvance;
 use anomaly_store::{Store, StoreError};
+use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::cap::{CapSource, Slice, Verdict};
 use crate::config::TempoSection;
 use crate::ingest::{BatchReport, Ingest};
 use crate::metrics::{IngestMetrics, Source};
-use crate::tempo::{TempoClient, TempoError};
+use crate::tempo::{Search, TempoClient, TempoError};
 
 /// Why a poll (or a backfill step) failed; the cursor did not move.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +82,16 @@ pub struct WindowReport {
     /// Unix seconds.
     pub start: u64,
     pub end: u64,
+    /// Searches made (a refusal of the limit answered by asking again counts once).
     pub requests: u64,
+    /// Windows split because Tempo's answer held `limit` traces or more.
     pub splits: u64,
+    /// Answers smaller than the limit checked by splitting (see [`crate::cap`]), and how many
+    /// of them Tempo had cut at a cap it did not report.
+    pub cap_checks: u64,
+    pub clamped: u64,
+    /// Slices of earlier windows searched again because a proven cap may have cut them.
+    pub refetched: u64,
     /// Slices still truncated at `min_slice`.
     pub unsplittable: u64,
     /// Traces Tempo returned, before dedup.
@@ -99,6 +117,11 @@ pub enum PollOutcome {
     LostLease,
 }
 
+/// Trace IDs found in a slice, normalised, to compare a whole window's answer with its halves'.
+type Found = HashSet<String>;
+
+type Walk<'a> = Pin<Box<dyn Future<Output = Result<Found, PollError>> + Send + 'a>>;
+
 /// Fetches windows from Tempo, splitting truncated ones, and ingests what they hold.
 #[derive(Debug, Clone)]
 pub struct WindowFetcher {
@@ -110,7 +133,8 @@ pub struct WindowFetcher {
 
 impl WindowFetcher {
     /// Searches `start..end`, splitting in halves while Tempo truncates, and ingests every
-    /// trace found as `source`.
+    /// trace found as `source`. Slices of earlier windows that a newly proven cap may have cut
+    /// are searched again first (see [`crate::cap`]).
     #[tracing::instrument(name = "tempo window", skip_all, fields(source = source.as_str(), start, end))]
     pub async fn fetch(
         &self,
@@ -123,49 +147,106 @@ impl WindowFetcher {
             end,
             ..WindowReport::default()
         };
-        let limit = self.tempo.limit();
-        // Depth-first, earliest half first, so progress moves forward in time.
-        let mut pending = vec![(start, end)];
-        while let Some((s, e)) = pending.pop() {
+        self.refetch(source, &mut report).await?;
+        self.walk(source, &mut report, start, end, true).await?;
+        // A cap proven during this window queues its own slices that reached the cap.
+        self.refetch(source, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Searches again the slices a proven cap may have cut, until none is left.
+    async fn refetch(&self, source: Source, report: &mut WindowReport) -> Result<(), PollError> {
+        loop {
+            let slices = self.tempo.cap().take_refetch();
+            if slices.is_empty() {
+                return Ok(());
+            }
+            tracing::info!(
+                slices = slices.len(),
+                limit = self.tempo.cap().limit(),
+                "searching again the slices tempo may have cut at its cap"
+            );
+            for (i, slice) in slices.iter().enumerate() {
+                if let Err(e) = self
+                    .walk(source, report, slice.start, slice.end, true)
+                    .await
+                {
+                    self.tempo.cap().requeue(slices[i..].to_vec());
+                    return Err(e);
+                }
+                report.refetched += 1;
+            }
+        }
+    }
+
+    /// Searches `s..e` and ingests what it holds, splitting (depth-first, earliest half first,
+    /// so progress moves forward in time) while Tempo truncates; returns the trace IDs found.
+    /// `may_check` is false for the halves of a check: checking them in turn could go on to
+    /// `min_slice` (a few long traces overlap every slice), and a cap the check misses because
+    /// one half was cut as well is proven by a later check, which searches that half again.
+    fn walk<'a>(
+        &'a self,
+        source: Source,
+        report: &'a mut WindowReport,
+        s: u64,
+        e: u64,
+        may_check: bool,
+    ) -> Walk<'a> {
+        Box::pin(async move {
             let splittable = e - s >= 2 * self.min_slice;
             report.requests += 1;
-            let traces = match self.tempo.search(s, e).await {
-                Ok(traces) if traces.len() >= limit && splittable => {
-                    self.split(&mut report, &mut pending, s, e);
-                    continue;
-                }
+            let search = match self.tempo.search(s, e).await {
+                Ok(search) => search,
                 Err(TempoError::TooLarge(_)) if splittable => {
-                    self.split(&mut report, &mut pending, s, e);
-                    continue;
+                    return self.split(source, report, s, e, may_check).await;
                 }
                 Err(err @ TempoError::TooLarge(_)) => {
                     tracing::error!(start = s, end = e, error = %err, "a one-slice window is too large to read; skipped");
                     report.unsplittable += 1;
                     self.metrics.windows_unsplittable.inc();
-                    continue;
+                    return Ok(Found::new());
                 }
-                Ok(traces) => traces,
                 Err(err) => return Err(err.into()),
             };
-            if traces.len() >= limit {
-                report.unsplittable += 1;
-                self.metrics.windows_unsplittable.inc();
-                tracing::warn!(
-                    start = s,
-                    end = e,
-                    returned = traces.len(),
-                    limit,
-                    "tempo truncated a window that cannot be split further; raise tempo.limit"
-                );
+            let returned = search.traces.len();
+            match self.tempo.cap().judge(returned, search.limit) {
+                Verdict::Truncated if splittable => {
+                    return self.split(source, report, s, e, may_check).await;
+                }
+                Verdict::Truncated => {
+                    report.unsplittable += 1;
+                    self.metrics.windows_unsplittable.inc();
+                    tracing::warn!(
+                        start = s,
+                        end = e,
+                        returned,
+                        limit = search.limit,
+                        "tempo truncated a window that cannot be split further; raise tempo.limit"
+                    );
+                }
+                Verdict::Suspect if splittable && may_check => {
+                    return self.check(source, report, s, e, search).await;
+                }
+                Verdict::Suspect | Verdict::Complete => {}
             }
-            report.fetched += traces.len() as u64;
-            let batch = self.ingest.ingest(source, &traces).await?;
-            report.traces.add(&batch);
-        }
-        Ok(report)
+            let found = self.ingest(source, report, &search.traces).await?;
+            self.tempo.cap().remember(Slice {
+                start: s,
+                end: e,
+                returned,
+            });
+            Ok(found)
+        })
     }
 
-    fn split(&self, report: &mut WindowReport, pending: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+    async fn split(
+        &self,
+        source: Source,
+        report: &mut WindowReport,
+        s: u64,
+        e: u64,
+        may_check: bool,
+    ) -> Result<Found, PollError> {
         let mid = s + (e - s) / 2;
         report.splits += 1;
         self.metrics.window_splits.inc();
@@ -175,9 +256,80 @@ impl WindowFetcher {
             mid,
             "tempo truncated the window; splitting"
         );
-        pending.push((mid, e));
-        pending.push((s, mid));
+        let mut found = self.walk(source, report, s, mid, may_check).await?;
+        found.extend(self.walk(source, report, mid, e, may_check).await?);
+        Ok(found)
     }
+
+    /// Checks an answer smaller than the limit that a silent cap may have cut: searches the
+    /// halves and lowers the limit if they hold more traces than the whole did. The halves'
+    /// traces are ingested as they come, then whatever of the whole's they did not return
+    /// (normally nothing), so each trace is counted once.
+    async fn check(
+        &self,
+        source: Source,
+        report: &mut WindowReport,
+        s: u64,
+        e: u64,
+        search: Search,
+    ) -> Result<Found, PollError> {
+        let returned = search.traces.len();
+        let whole = trace_ids(&search.traces).count();
+        let mid = s + (e - s) / 2;
+        report.cap_checks += 1;
+        tracing::debug!(
+            start = s,
+            end = e,
+            returned,
+            "checking whether tempo cut this answer"
+        );
+        let mut found = self.walk(source, report, s, mid, false).await?;
+        found.extend(self.walk(source, report, mid, e, false).await?);
+        let missed: Vec<Value> = search
+            .traces
+            .into_iter()
+            .filter(|t| trace_id(t).is_some_and(|id| !found.contains(&id)))
+            .collect();
+        if !missed.is_empty() {
+            found.extend(self.ingest(source, report, &missed).await?);
+        }
+        let clamped = found.len() > whole;
+        self.metrics.cap_check(clamped);
+        if clamped {
+            report.clamped += 1;
+            tracing::debug!(
+                start = s,
+                end = e,
+                returned,
+                found = found.len(),
+                "the halves hold more traces than the whole: tempo cut the answer"
+            );
+            self.tempo.cap().lower(returned, CapSource::Clamped);
+        }
+        Ok(found)
+    }
+
+    async fn ingest(
+        &self,
+        source: Source,
+        report: &mut WindowReport,
+        traces: &[Value],
+    ) -> Result<Found, PollError> {
+        report.fetched += traces.len() as u64;
+        let batch = self.ingest.ingest(source, traces).await?;
+        report.traces.add(&batch);
+        Ok(trace_ids(traces).collect())
+    }
+}
+
+/// A search result's trace ID, normalised; `None` when it has none that is valid.
+fn trace_id(trace: &Value) -> Option<String> {
+    let raw = trace.get("traceID")?.as_str()?;
+    TraceId::parse(raw).ok().map(|id| id.as_str().to_owned())
+}
+
+fn trace_ids(traces: &[Value]) -> impl Iterator<Item = String> + '_ {
+    traces.iter().filter_map(trace_id)
 }
 
 /// The live poller of one replica.

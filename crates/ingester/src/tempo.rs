@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cap::{CapSource, ResultCap, parse_rejection};
 use crate::config::TempoSection;
 use crate::metrics::IngestMetrics;
 
@@ -103,6 +104,14 @@ impl TempoStatus {
     }
 }
 
+/// One search's answer.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub traces: Vec<Value>,
+    /// The `limit` it asked for: `tempo.limit`, or the lower cap Tempo enforces.
+    pub limit: usize,
+}
+
 /// Searches one Tempo.
 #[derive(Debug, Clone)]
 pub struct TempoClient {
@@ -111,6 +120,7 @@ pub struct TempoClient {
     search_url: String,
     metrics: IngestMetrics,
     status: TempoStatus,
+    cap: ResultCap,
 }
 
 impl TempoClient {
@@ -125,28 +135,39 @@ impl TempoClient {
             .connect_timeout(settings.timeout)
             .user_agent(user_agent)
             .build()?;
+        let cap = ResultCap::new(settings.limit as usize, metrics.search_limit.clone());
         Ok(TempoClient {
             http,
             search_url: format!("{}/api/search", settings.url.trim_end_matches('/')),
             settings: settings.clone(),
             metrics,
             status,
+            cap,
         })
     }
 
-    pub fn limit(&self) -> usize {
-        self.settings.limit as usize
+    /// The search limit in force and what is known about Tempo's result cap.
+    pub fn cap(&self) -> &ResultCap {
+        &self.cap
     }
 
     /// Searches `start..end` (unix seconds), retrying with exponential backoff and jitter
-    /// while retrying can help.
-    pub async fn search(&self, start: u64, end: u64) -> Result<Vec<Value>, TempoError> {
+    /// while retrying can help. A refusal of the limit (`limit 500 exceeds max limit 20`,
+    /// Tempo v2.6+) lowers the limit to the cap and asks again at once.
+    pub async fn search(&self, start: u64, end: u64) -> Result<Search, TempoError> {
         let mut attempt = 0u32;
         loop {
-            match self.search_once(start, end).await {
+            let limit = self.cap.limit();
+            match self.search_once(start, end, limit).await {
                 Ok(traces) => {
                     self.status.set(None);
-                    return Ok(traces);
+                    return Ok(Search { traces, limit });
+                }
+                Err(TempoError::Status { status: 400, body })
+                    if parse_rejection(&body)
+                        .is_some_and(|cap| self.cap.lower(cap, CapSource::Rejected)) =>
+                {
+                    tracing::debug!(start, end, limit, %body, "tempo refused the limit; asking again with its cap");
                 }
                 Err(e) => {
                     let retry = e.retryable() && attempt < self.settings.retries;
@@ -174,11 +195,16 @@ impl TempoClient {
         half + half.mul_f64(rand::rng().random::<f64>())
     }
 
-    async fn search_once(&self, start: u64, end: u64) -> Result<Vec<Value>, TempoError> {
+    async fn search_once(
+        &self,
+        start: u64,
+        end: u64,
+        limit: usize,
+    ) -> Result<Vec<Value>, TempoError> {
         let mut query: Vec<(&str, String)> = vec![
             ("start", start.to_string()),
             ("end", end.to_string()),
-            ("limit", self.settings.limit.to_string()),
+            ("limit", limit.to_string()),
         ];
         if !self.settings.query.is_empty() {
             query.push(("q", self.settings.query.clone()));

@@ -7,6 +7,7 @@ mod kill;
 mod lease;
 mod poller;
 mod push;
+mod tempo_cap;
 mod tempo_client;
 
 use std::collections::BTreeMap;

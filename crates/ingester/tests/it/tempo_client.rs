@@ -116,7 +116,10 @@ async fn every_recorded_search_response_over_http() {
                     .as_array()
                     .map_or(0, Vec::len);
                 assert_eq!(
-                    result.unwrap_or_else(|e| panic!("{name}: {e}")).len(),
+                    result
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                        .traces
+                        .len(),
                     want,
                     "{name}"
                 );

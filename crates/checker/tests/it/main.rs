@@ -10,6 +10,7 @@ mod config;
 mod openapi;
 mod secrets;
 mod service;
+mod threshold;
 mod trace;
 mod validation;
 

@@ -6,10 +6,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Every test of the workspace (starts its own redis-server; needs redis-server on PATH).
-test:
-    cargo nextest run --workspace --all-targets --no-fail-fast
-    cargo test --workspace --doc --quiet
+# Every test of the workspace, then the doc tests: cargo-nextest when installed, else cargo test (installs redis-server with apt-get if missing; the tests start their own).
+test *args:
+    @bash scripts/test.sh {{args}}
 
 # Formatting check and clippy with warnings denied.
 lint:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `just test`: every test of the workspace, then the doc tests.
+#
+# The tests start their own redis-server (or use REDIS_URL): when it is missing it is installed
+# with apt-get, as `just demo` does. The runner is cargo-nextest when it is installed (as in CI:
+# each test in its own process, in parallel), else plain `cargo test`, which runs the same tests.
+# TEST_RUNNER=cargo forces `cargo test`; extra arguments go to the runner.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/common.sh
+source "$ROOT/scripts/common.sh"
+cd "$ROOT"
+
+command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs"
+if [[ -z ${REDIS_URL:-} ]] && ! have_redis_server; then
+  apt_install redis-server
+fi
+
+if [[ ${TEST_RUNNER:-} != cargo ]] && cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+  if [[ ${TEST_RUNNER:-} != cargo ]]; then
+    say "cargo-nextest is not installed: running the tests with cargo test (cargo install cargo-nextest --locked gives the runner CI uses)"
+  fi
+  cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
+cargo test --workspace --doc --quiet

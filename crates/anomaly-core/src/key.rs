@@ -6,11 +6,17 @@
 //! Everything else, unicode included, is kept verbatim: the `percent-encoding` crate always
 //! escapes non-ASCII bytes, which would triple the size of non-Latin names in every key, so this
 //! module carries its own five-character escape set.
+//!
+//! Names are held to one rule, [`NameRules`] (`max_name_bytes`), wherever they become a key:
+//! the ingester refuses exactly the names the checker would refuse, so no window is filled for
+//! a name that can never be checked.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
 
 /// Whether a local date counts as a weekday or as a weekend (holidays count as weekend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,14 +53,125 @@ impl FromStr for DayType {
     }
 }
 
+/// Which name of a key: the service (Tempo's `rootServiceName`) or the endpoint (the root
+/// span's name, `rootTraceName`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameField {
+    Service,
+    Endpoint,
+}
+
+impl NameField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameField::Service => "service",
+            NameField::Endpoint => "endpoint",
+        }
+    }
+
+    /// The error code of a refused name, the same at ingest and at check.
+    pub fn code(self) -> &'static str {
+        match self {
+            NameField::Service => "INVALID_SERVICE",
+            NameField::Endpoint => "INVALID_ENDPOINT",
+        }
+    }
+}
+
+impl fmt::Display for NameField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a service or endpoint name must be to become part of a key: not empty, and at most
+/// `max_bytes` bytes of UTF-8 (the `max_name_bytes` setting, which every service reads).
+///
+/// The byte length, not the character count, is what a name costs in every Redis key and in
+/// every check request, so that is what is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "usize")]
+pub struct NameRules {
+    max_bytes: usize,
+}
+
+impl NameRules {
+    /// The configuration key, at the top level of the shared file.
+    pub const CONFIG_KEY: &'static str = "max_name_bytes";
+    /// The default `max_name_bytes`.
+    pub const DEFAULT_MAX_BYTES: usize = 256;
+    /// The largest `max_name_bytes` accepted: a name this long is already three times that in
+    /// the worst-case percent-encoded key, in each of a key's Redis keys.
+    pub const MAX_BYTES_LIMIT: usize = 65_536;
+
+    /// No bound on length, only on emptiness: for bodies read back from Redis, which were
+    /// admitted under whatever limit was configured when they were written.
+    const UNBOUNDED: NameRules = NameRules {
+        max_bytes: usize::MAX,
+    };
+
+    /// Names of at most `max_bytes` bytes; `max_bytes` must be from 1 to
+    /// [`NameRules::MAX_BYTES_LIMIT`].
+    pub fn new(max_bytes: usize) -> Result<Self, ConfigError> {
+        if (1..=Self::MAX_BYTES_LIMIT).contains(&max_bytes) {
+            Ok(NameRules { max_bytes })
+        } else {
+            Err(ConfigError::new(
+                Self::CONFIG_KEY,
+                format!(
+                    "must be from 1 to {}, got {max_bytes}",
+                    Self::MAX_BYTES_LIMIT
+                ),
+            ))
+        }
+    }
+
+    pub fn max_bytes(self) -> usize {
+        self.max_bytes
+    }
+
+    /// Checks one name against the rule.
+    pub fn check(self, field: NameField, name: &str) -> Result<(), KeyError> {
+        if name.is_empty() {
+            return Err(KeyError::Empty { field });
+        }
+        if name.len() > self.max_bytes {
+            return Err(KeyError::TooLong {
+                field,
+                len: name.len(),
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for NameRules {
+    fn default() -> Self {
+        NameRules {
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl TryFrom<usize> for NameRules {
+    type Error = String;
+
+    fn try_from(max_bytes: usize) -> Result<Self, Self::Error> {
+        NameRules::new(max_bytes).map_err(|e| e.message)
+    }
+}
+
 /// Why a key or one of its parts was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("{field} must not be empty")]
-    Empty { field: &'static str },
-    #[error("{field} is {len} bytes long, more than the limit of {max}")]
+    #[error("{field} name must not be empty")]
+    Empty { field: NameField },
+    #[error(
+        "{field} name is {len} bytes long, more than the limit of {max} bytes (max_name_bytes)"
+    )]
     TooLong {
-        field: &'static str,
+        field: NameField,
         len: usize,
         max: usize,
     },
@@ -70,6 +187,21 @@ pub enum KeyError {
     NotCanonical { field: &'static str },
 }
 
+impl KeyError {
+    /// The API error code: a refused name is INVALID_SERVICE or INVALID_ENDPOINT wherever it
+    /// is refused (push, poll, check, baseline lookup).
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyError::Empty { field } | KeyError::TooLong { field, .. } => field.code(),
+            KeyError::Hour(_) => "INVALID_HOUR",
+            KeyError::DayType(_) => "INVALID_DAY_TYPE",
+            KeyError::FieldCount(_) | KeyError::Escape { .. } | KeyError::NotCanonical { .. } => {
+                "INVALID_KEY"
+            }
+        }
+    }
+}
+
 /// The unit a baseline is kept for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,12 +213,24 @@ pub struct BaselineKey {
 }
 
 impl BaselineKey {
-    /// Builds a key, checking the hour and that neither name is empty.
+    /// Builds a key under the default [`NameRules`] (names of 1 to 256 bytes), checking the
+    /// hour. The services build keys with [`BaselineKey::with_rules`] and the configured rule.
     pub fn new(
         service: impl Into<String>,
         endpoint: impl Into<String>,
         hour: u8,
         day_type: DayType,
+    ) -> Result<Self, KeyError> {
+        Self::with_rules(service, endpoint, hour, day_type, NameRules::default())
+    }
+
+    /// Builds a key whose names pass `rules`, checking the hour.
+    pub fn with_rules(
+        service: impl Into<String>,
+        endpoint: impl Into<String>,
+        hour: u8,
+        day_type: DayType,
+        rules: NameRules,
     ) -> Result<Self, KeyError> {
         let key = BaselineKey {
             service: service.into(),
@@ -94,12 +238,8 @@ impl BaselineKey {
             hour,
             day_type,
         };
-        if key.service.is_empty() {
-            return Err(KeyError::Empty { field: "service" });
-        }
-        if key.endpoint.is_empty() {
-            return Err(KeyError::Empty { field: "endpoint" });
-        }
+        rules.check(NameField::Service, &key.service)?;
+        rules.check(NameField::Endpoint, &key.endpoint)?;
         if key.hour > 23 {
             return Err(KeyError::Hour(key.hour.to_string()));
         }
@@ -120,7 +260,9 @@ impl BaselineKey {
     }
 
     /// Parses a body written by [`BaselineKey::encode`]. Only the canonical form is accepted,
-    /// so every key has exactly one body.
+    /// so every key has exactly one body. Names are not held to a length: a body in Redis was
+    /// admitted under the limit configured when it was written, and must still be recomputed,
+    /// pruned and expired after `max_name_bytes` is lowered.
     pub fn decode(body: &str) -> Result<Self, KeyError> {
         let fields: Vec<&str> = body.split('|').collect();
         let [service, endpoint, hour, day_type] = fields[..] else {
@@ -130,7 +272,7 @@ impl BaselineKey {
         let endpoint = unescape(endpoint, "endpoint")?;
         let hour = parse_hour(hour)?;
         let day_type = day_type.parse()?;
-        BaselineKey::new(service, endpoint, hour, day_type)
+        BaselineKey::with_rules(service, endpoint, hour, day_type, NameRules::UNBOUNDED)
     }
 }
 
@@ -256,8 +398,18 @@ mod tests {
             ("a|b|+1|weekday", KeyError::Hour("+1".into())),
             ("a|b||weekday", KeyError::Hour(String::new())),
             ("a|b|1|holiday", KeyError::DayType("holiday".into())),
-            ("|b|1|weekday", KeyError::Empty { field: "service" }),
-            ("a||1|weekday", KeyError::Empty { field: "endpoint" }),
+            (
+                "|b|1|weekday",
+                KeyError::Empty {
+                    field: NameField::Service,
+                },
+            ),
+            (
+                "a||1|weekday",
+                KeyError::Empty {
+                    field: NameField::Endpoint,
+                },
+            ),
             ("a%7|b|1|weekday", KeyError::Escape { field: "service" }),
             ("a%zz|b|1|weekday", KeyError::Escape { field: "service" }),
             ("a|b%7c|1|weekday", KeyError::Escape { field: "endpoint" }),
@@ -290,6 +442,110 @@ mod tests {
         }
     }
 
+    #[test]
+    fn names_are_held_to_the_rule_in_bytes() {
+        let nine = NameRules::new(9).unwrap();
+        let too_long = |len| KeyError::TooLong {
+            field: NameField::Endpoint,
+            len,
+            max: 9,
+        };
+        // (name, result): the limit counts UTF-8 bytes ("abc日本" is 5 characters, 9 bytes).
+        let cases = [
+            ("a", Ok(())),
+            ("123456789", Ok(())),
+            ("abc日本", Ok(())),
+            ("1234567890", Err(too_long(10))),
+            ("abcd日本", Err(too_long(10))),
+            (
+                "",
+                Err(KeyError::Empty {
+                    field: NameField::Endpoint,
+                }),
+            ),
+        ];
+        for (name, want) in cases {
+            assert_eq!(nine.check(NameField::Endpoint, name), want, "{name:?}");
+            let built = BaselineKey::with_rules("svc", name, 3, DayType::Weekday, nine);
+            assert_eq!(built.map(|k| k.endpoint), want.map(|()| name.to_owned()));
+        }
+        let err = BaselineKey::with_rules("0123456789", "e", 3, DayType::Weekday, nine);
+        assert_eq!(
+            err,
+            Err(KeyError::TooLong {
+                field: NameField::Service,
+                len: 10,
+                max: 9
+            })
+        );
+        assert_eq!(err.unwrap_err().code(), "INVALID_SERVICE");
+        assert_eq!(too_long(10).code(), "INVALID_ENDPOINT");
+        assert_eq!(
+            too_long(10).to_string(),
+            "endpoint name is 10 bytes long, more than the limit of 9 bytes (max_name_bytes)"
+        );
+    }
+
+    #[test]
+    fn new_holds_names_to_the_default_rule() {
+        assert_eq!(NameRules::default().max_bytes(), 256);
+        let at = "x".repeat(256);
+        let over = "x".repeat(257);
+        assert!(BaselineKey::new(&at, &at, 0, DayType::Weekend).is_ok());
+        assert_eq!(
+            BaselineKey::new(&over, "e", 0, DayType::Weekend),
+            Err(KeyError::TooLong {
+                field: NameField::Service,
+                len: 257,
+                max: 256
+            })
+        );
+        // A body stored under a higher limit still decodes (and so is recomputed and pruned).
+        let wide = NameRules::new(NameRules::MAX_BYTES_LIMIT).unwrap();
+        let stored = BaselineKey::with_rules(&over, &over, 0, DayType::Weekend, wide).unwrap();
+        assert_eq!(BaselineKey::decode(&stored.encode()), Ok(stored));
+    }
+
+    #[test]
+    fn the_limit_is_from_1_to_65536() {
+        for ok in [1, 256, 65_536] {
+            assert_eq!(NameRules::new(ok).map(NameRules::max_bytes), Ok(ok));
+        }
+        for bad in [0, 65_537, usize::MAX] {
+            let err = NameRules::new(bad).unwrap_err();
+            assert_eq!(err.key, "max_name_bytes");
+            assert!(err.message.contains("from 1 to 65536"), "{err}");
+        }
+    }
+
+    #[test]
+    fn errors_have_the_api_codes() {
+        let cases = [
+            (
+                KeyError::Empty {
+                    field: NameField::Service,
+                },
+                "INVALID_SERVICE",
+            ),
+            (
+                KeyError::Empty {
+                    field: NameField::Endpoint,
+                },
+                "INVALID_ENDPOINT",
+            ),
+            (KeyError::Hour("24".into()), "INVALID_HOUR"),
+            (KeyError::DayType("x".into()), "INVALID_DAY_TYPE"),
+            (KeyError::FieldCount(3), "INVALID_KEY"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code, "{err}");
+        }
+    }
+
+    fn wide() -> NameRules {
+        NameRules::new(NameRules::MAX_BYTES_LIMIT).unwrap()
+    }
+
     proptest! {
         #[test]
         fn round_trips_any_names(
@@ -299,7 +555,7 @@ mod tests {
             weekend in any::<bool>(),
         ) {
             let day_type = if weekend { DayType::Weekend } else { DayType::Weekday };
-            let k = BaselineKey::new(service, endpoint, hour, day_type).unwrap();
+            let k = BaselineKey::with_rules(service, endpoint, hour, day_type, wide()).unwrap();
             let body = k.encode();
             prop_assert_eq!(body.matches('|').count(), 3);
             let has_brace = body.contains(['{', '}']);
@@ -314,8 +570,8 @@ mod tests {
             b in any::<(String, String)>(),
         ) {
             prop_assume!(!a.0.is_empty() && !a.1.is_empty() && !b.0.is_empty() && !b.1.is_empty());
-            let ka = BaselineKey::new(a.0, a.1, 3, DayType::Weekend).unwrap();
-            let kb = BaselineKey::new(b.0, b.1, 3, DayType::Weekend).unwrap();
+            let ka = BaselineKey::with_rules(a.0, a.1, 3, DayType::Weekend, wide()).unwrap();
+            let kb = BaselineKey::with_rules(b.0, b.1, 3, DayType::Weekend, wide()).unwrap();
             prop_assert_eq!(ka == kb, ka.encode() == kb.encode());
         }
 

@@ -15,7 +15,7 @@ pub mod trace_id;
 
 pub use config::{ConfigError, RedisConfig, StatsConfig, TimeConfig};
 pub use duration::{DurationError, DurationMs};
-pub use key::{BaselineKey, DayType, KeyError};
+pub use key::{BaselineKey, DayType, KeyError, NameField, NameRules};
 pub use rule::{Baseline, Bound, ReasonContext, Status, Verdict};
 pub use stats::{Stats, StatsScratch};
 pub use time::{Bucket, Bucketer};

@@ -22,6 +22,9 @@ pub fn load_or_exit<S: ServiceSection>(
     match load::<S>(args.config.as_deref()) {
         Ok(loaded) => {
             let guard = telemetry::init(&loaded.common.telemetry, service);
+            for warning in &loaded.warnings {
+                tracing::warn!(%warning, "deprecated configuration key");
+            }
             (loaded, guard)
         }
         Err(e) => {

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anomaly_core::{ConfigError, RedisConfig, StatsConfig, TimeConfig};
+use anomaly_core::{ConfigError, NameRules, RedisConfig, StatsConfig, TimeConfig};
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use figment::Figment;
@@ -33,6 +33,10 @@ pub struct CommonConfig {
     /// Keys that receive no samples for this long expire (window and baseline); 0 keeps them.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// `max_name_bytes`: the longest service or endpoint name, in bytes. One setting for every
+    /// service, so the ingester stores no name the checker would refuse.
+    #[serde(rename = "max_name_bytes")]
+    pub names: NameRules,
     pub telemetry: TelemetryConfig,
     // The service sections: typed and validated by their own binaries (see [`load`]).
     #[serde(skip_serializing)]
@@ -54,6 +58,7 @@ impl Default for CommonConfig {
             stats: StatsConfig::default(),
             dedup_ttl: Duration::from_secs(6 * 3600),
             retention: Duration::from_secs(30 * 86_400),
+            names: NameRules::default(),
             telemetry: TelemetryConfig::default(),
             ingester: IgnoredAny,
             recomputer: IgnoredAny,
@@ -149,6 +154,8 @@ pub trait ServiceSection: DeserializeOwned + Default {
 pub struct Loaded<S> {
     pub common: CommonConfig,
     pub service: S,
+    /// Deprecated keys that were used, each with what replaces it; logged at start.
+    pub warnings: Vec<String>,
 }
 
 /// Why the configuration could not be loaded; the message names the key.
@@ -202,17 +209,65 @@ fn is_secret(key: &str) -> bool {
     matches!(last, "password" | "token" | "tokens")
 }
 
+/// `checker.max_name_bytes`: the name limit's key from when only the checker applied it. It
+/// is read here, for every binary, so that a deployment still setting it gets the same limit at
+/// ingest as at check.
+const DEPRECATED_NAME_BYTES: &str = "checker.max_name_bytes";
+
 fn extract<S: ServiceSection>(figment: &Figment) -> Result<Loaded<S>, ConfigLoadError> {
-    let parse = |e: figment::Error| ConfigLoadError::Parse(Box::new(e));
-    let common: CommonConfig = figment.extract().map_err(parse)?;
+    let mut common: CommonConfig = figment.extract().map_err(parse_error)?;
+    let warnings = apply_deprecated_name_bytes(figment, &mut common)?;
     let service: S = if figment.contains(S::NAME) {
-        figment.extract_inner(S::NAME).map_err(parse)?
+        figment.extract_inner(S::NAME).map_err(parse_error)?
     } else {
         S::default()
     };
     common.validate()?;
     service.validate(&common)?;
-    Ok(Loaded { common, service })
+    Ok(Loaded {
+        common,
+        service,
+        warnings,
+    })
+}
+
+fn parse_error(e: figment::Error) -> ConfigLoadError {
+    ConfigLoadError::Parse(Box::new(e))
+}
+
+/// Takes `checker.max_name_bytes` as `max_name_bytes` when only the old key is set; both set
+/// to different values is an error, since one of them would be silently ignored.
+fn apply_deprecated_name_bytes(
+    figment: &Figment,
+    common: &mut CommonConfig,
+) -> Result<Vec<String>, ConfigLoadError> {
+    if !figment.contains(DEPRECATED_NAME_BYTES) {
+        return Ok(Vec::new());
+    }
+    let old: usize = figment
+        .extract_inner(DEPRECATED_NAME_BYTES)
+        .map_err(parse_error)?;
+    let key = NameRules::CONFIG_KEY;
+    if figment.contains(key) {
+        let new = common.names.max_bytes();
+        if old != new {
+            return Err(ConfigError::new(
+                DEPRECATED_NAME_BYTES,
+                format!(
+                    "is {old} but {key} is {new}; {DEPRECATED_NAME_BYTES} is a deprecated \
+                     name of {key}, remove it"
+                ),
+            )
+            .into());
+        }
+    } else {
+        common.names =
+            NameRules::new(old).map_err(|e| ConfigError::new(DEPRECATED_NAME_BYTES, e.message))?;
+    }
+    Ok(vec![format!(
+        "{DEPRECATED_NAME_BYTES} is deprecated: the limit now applies to every service; set \
+         {key} (ANOMALY_MAX_NAME_BYTES) instead"
+    )])
 }
 
 #[cfg(test)]
@@ -348,6 +403,106 @@ ingester: { anything: "is the ingester's business" }
             assert!(err.contains("urll"), "{err}");
             Ok(())
         });
+    }
+
+    /// A service other than the checker: the name limit must reach it too.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Ingester {}
+
+    impl ServiceSection for Ingester {
+        const NAME: &'static str = "ingester";
+        fn validate(&self, _: &CommonConfig) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+
+    /// Environment variables a case sets.
+    type Vars = &'static [(&'static str, &'static str)];
+
+    /// `max_name_bytes` (and the warnings) as an ingester would load them from `yaml` and `env`.
+    fn name_bytes(yaml: &str, env: Vars) -> Result<(usize, usize), String> {
+        let mut out = Err(String::new());
+        Jail::expect_with(|jail| {
+            jail.create_file("config.yaml", yaml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = load::<Ingester>(Some(&jail.directory().join("config.yaml")))
+                .map(|l| (l.common.names.max_bytes(), l.warnings.len()))
+                .map_err(|e| e.to_string());
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn max_name_bytes_is_one_setting_for_every_service() {
+        // (yaml, environment, limit and number of deprecation warnings)
+        let cases: [(&str, Vars, (usize, usize)); 7] = [
+            ("{}", &[], (256, 0)),
+            ("max_name_bytes: 1024", &[], (1024, 0)),
+            (
+                "max_name_bytes: 1024",
+                &[("ANOMALY_MAX_NAME_BYTES", "64")],
+                (64, 0),
+            ),
+            // The deprecated key still works, for every service, and says so.
+            ("checker: { max_name_bytes: 512 }", &[], (512, 1)),
+            (
+                "{}",
+                &[("ANOMALY_CHECKER__MAX_NAME_BYTES", "128")],
+                (128, 1),
+            ),
+            (
+                "max_name_bytes: 512\nchecker: { max_name_bytes: 512 }",
+                &[],
+                (512, 1),
+            ),
+            ("max_name_bytes: 65536", &[], (65_536, 0)),
+        ];
+        for (yaml, env, want) in cases {
+            assert_eq!(name_bytes(yaml, env), Ok(want), "{yaml} {env:?}");
+        }
+    }
+
+    #[test]
+    fn bad_max_name_bytes_names_the_key() {
+        // (yaml, environment, what the error must say)
+        let cases: [(&str, Vars, &[&str]); 6] = [
+            (
+                "max_name_bytes: 0",
+                &[],
+                &["max_name_bytes", "from 1 to 65536"],
+            ),
+            (
+                "max_name_bytes: 65537",
+                &[],
+                &["max_name_bytes", "from 1 to 65536"],
+            ),
+            ("max_name_bytes: lots", &[], &["max_name_bytes"]),
+            (
+                "checker: { max_name_bytes: 0 }",
+                &[],
+                &["checker.max_name_bytes", "from 1 to 65536"],
+            ),
+            (
+                "checker: { max_name_bytes: -3 }",
+                &[],
+                &["checker.max_name_bytes"],
+            ),
+            (
+                "max_name_bytes: 512",
+                &[("ANOMALY_CHECKER__MAX_NAME_BYTES", "1024")],
+                &["checker.max_name_bytes", "1024", "512", "deprecated"],
+            ),
+        ];
+        for (yaml, env, needles) in cases {
+            let err = name_bytes(yaml, env).expect_err(yaml);
+            for needle in needles {
+                assert!(err.contains(needle), "{yaml} {env:?}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use anomaly_core::key::parse_hour;
 use anomaly_core::time::hour_range;
-use anomaly_core::{BaselineKey, DayType, DurationMs, Verdict};
+use anomaly_core::{BaselineKey, DayType, DurationMs, NameField, Verdict};
 use anomaly_runtime::http::{ApiError, ApiQuery};
 use axum::Json;
 use axum::extract::State;
@@ -11,17 +11,17 @@ use chrono::Weekday;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::check::{BaselineBody, DayTypeBody, check_name};
+use crate::check::{BaselineBody, DayTypeBody, key_error};
 use crate::state::AppState;
 
 /// The key to look up.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct BaselineQuery {
-    /// The service (`rootServiceName`).
+    /// The service (`rootServiceName`): 1 to `max_name_bytes` (default 256) bytes of UTF-8.
     #[param(example = "checkout")]
     service: Option<String>,
-    /// The endpoint (`rootTraceName`).
+    /// The endpoint (`rootTraceName`): 1 to `max_name_bytes` (default 256) bytes of UTF-8.
     #[param(example = "POST /pay")]
     endpoint: Option<String>,
     /// Local hour, 0 to 23, without leading zeros.
@@ -152,9 +152,15 @@ fn parse_key(query: &BaselineQuery, state: &AppState) -> Result<BaselineKey, Api
         })
     };
     let service = required(&query.service, "service", "INVALID_SERVICE")?;
-    check_name(&service, "service", "INVALID_SERVICE", limits)?;
+    limits
+        .names
+        .check(NameField::Service, &service)
+        .map_err(key_error)?;
     let endpoint = required(&query.endpoint, "endpoint", "INVALID_ENDPOINT")?;
-    check_name(&endpoint, "endpoint", "INVALID_ENDPOINT", limits)?;
+    limits
+        .names
+        .check(NameField::Endpoint, &endpoint)
+        .map_err(key_error)?;
     let hour = required(&query.hour, "hour", "INVALID_HOUR")?;
     let hour =
         parse_hour(&hour).map_err(|e| ApiError::bad_request("INVALID_HOUR", e.to_string()))?;
@@ -162,8 +168,7 @@ fn parse_key(query: &BaselineQuery, state: &AppState) -> Result<BaselineKey, Api
     let day_type: DayType = day_type.parse().map_err(|e: anomaly_core::KeyError| {
         ApiError::bad_request("INVALID_DAY_TYPE", e.to_string())
     })?;
-    BaselineKey::new(service, endpoint, hour, day_type)
-        .map_err(|e| ApiError::bad_request("INVALID_KEY", e.to_string()))
+    BaselineKey::with_rules(service, endpoint, hour, day_type, limits.names).map_err(key_error)
 }
 
 /// The weekdays of a day type, Monday first.

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use anomaly_core::rule::Bound;
 use anomaly_core::{
-    Baseline, BaselineKey, Bucket, DurationMs, ReasonContext, Status, UnixNanos, Verdict,
+    Baseline, BaselineKey, Bucket, DurationMs, KeyError, NameField, ReasonContext, Status,
+    UnixNanos, Verdict,
 };
 use anomaly_runtime::http::{ApiError, ApiJson};
 use axum::Json;
@@ -25,10 +26,12 @@ use crate::state::{AppState, InputLimits, Now};
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CheckRequest {
-    /// The service, as in Tempo's `rootServiceName`; 1 to `checker.max_name_bytes` bytes.
+    /// The service, as in Tempo's `rootServiceName`: 1 to `max_name_bytes` (default 256) bytes
+    /// of UTF-8, the limit the ingester applies too; longer is INVALID_SERVICE.
     #[schema(value_type = String, example = "checkout")]
     root_service_name: Option<Value>,
-    /// The endpoint, as in Tempo's `rootTraceName`; 1 to `checker.max_name_bytes` bytes.
+    /// The endpoint, as in Tempo's `rootTraceName`: 1 to `max_name_bytes` (default 256) bytes
+    /// of UTF-8, the limit the ingester applies too; longer is INVALID_ENDPOINT.
     #[schema(value_type = String, example = "POST /pay")]
     root_trace_name: Option<Value>,
     /// When the request started: nanoseconds since the Unix epoch, as a decimal string or an
@@ -329,13 +332,13 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
     let service = name(
         request.root_service_name,
         "rootServiceName",
-        "INVALID_SERVICE",
+        NameField::Service,
         limits,
     )?;
     let endpoint = name(
         request.root_trace_name,
         "rootTraceName",
-        "INVALID_ENDPOINT",
+        NameField::Endpoint,
         limits,
     )?;
     let start = timestamp(request.start_time_unix_nano.as_ref(), limits, now)?;
@@ -348,9 +351,15 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
             .map_err(|e| ApiError::bad_request("INVALID_DURATION", e.to_string())),
     }?;
     let bucket = state.bucketer.bucket(start.to_datetime());
-    let key = BaselineKey::new(service, endpoint, bucket.hour, bucket.day_type)
-        // Both names were checked to be non-empty and the hour comes from a clock.
-        .map_err(|e| ApiError::bad_request("INVALID_KEY", e.to_string()))?;
+    let key = BaselineKey::with_rules(
+        service,
+        endpoint,
+        bucket.hour,
+        bucket.day_type,
+        limits.names,
+    )
+    // Both names passed the rule already and the hour comes from a clock.
+    .map_err(key_error)?;
     Ok(ValidCheck {
         key,
         duration,
@@ -358,50 +367,36 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
     })
 }
 
-/// A service or endpoint name: a non-empty string of at most `max_name_bytes` bytes.
+/// A service or endpoint name: a JSON string that passes the name rule (`max_name_bytes`).
 fn name(
     value: Option<Value>,
-    field: &str,
-    code: &'static str,
+    wire: &str,
+    field: NameField,
     limits: &InputLimits,
 ) -> Result<String, ApiError> {
     let s = match value {
-        None => return Err(ApiError::bad_request(code, format!("{field} is missing"))),
+        None => {
+            return Err(ApiError::bad_request(
+                field.code(),
+                format!("{wire} is missing"),
+            ));
+        }
         Some(Value::String(s)) => s,
         Some(_) => {
             return Err(ApiError::bad_request(
-                code,
-                format!("{field} must be a string"),
+                field.code(),
+                format!("{wire} must be a string"),
             ));
         }
     };
-    check_name(&s, field, code, limits)?;
+    limits.names.check(field, &s).map_err(key_error)?;
     Ok(s)
 }
 
-pub(crate) fn check_name(
-    s: &str,
-    field: &str,
-    code: &'static str,
-    limits: &InputLimits,
-) -> Result<(), ApiError> {
-    if s.is_empty() {
-        return Err(ApiError::bad_request(
-            code,
-            format!("{field} must not be empty"),
-        ));
-    }
-    if s.len() > limits.max_name_bytes {
-        return Err(ApiError::bad_request(
-            code,
-            format!(
-                "{field} is {} bytes long, more than the limit of {} (checker.max_name_bytes)",
-                s.len(),
-                limits.max_name_bytes
-            ),
-        ));
-    }
-    Ok(())
+/// A refused key part as a 400 with its code (INVALID_SERVICE, INVALID_ENDPOINT, ...), the
+/// same code the ingester gives the same name.
+pub(crate) fn key_error(e: KeyError) -> ApiError {
+    ApiError::bad_request(e.code(), e.to_string())
 }
 
 fn timestamp(value: Option<&Value>, limits: &InputLimits, now: Now) -> Result<UnixNanos, ApiError> {

@@ -32,6 +32,7 @@ use anomaly_runtime::http::{self, HttpLimits};
 use axum::Router;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tokio::net::TcpListener;
 
 pub use openapi::{openapi, openapi_json};
@@ -52,8 +53,11 @@ pub struct Section {
     pub cache: CacheSection,
     /// Most items a batch may carry.
     pub max_batch_items: usize,
-    /// Longest accepted `rootServiceName` or `rootTraceName`, in bytes.
-    pub max_name_bytes: usize,
+    /// `checker.max_name_bytes`, deprecated: the name limit is the top-level `max_name_bytes`,
+    /// which every service reads. The old key is still accepted and applied to every service
+    /// by the common configuration loader (anomaly-runtime), never read here.
+    #[serde(rename = "max_name_bytes")]
+    deprecated_max_name_bytes: IgnoredAny,
     /// A `startTimeUnixNano` further than this in the future is refused (a clock or unit
     /// mistake); `0s` accepts any instant up to 2100.
     #[serde(with = "humantime_serde")]
@@ -94,7 +98,7 @@ impl Default for Section {
             auth: AuthConfig::default(),
             cache: CacheSection::default(),
             max_batch_items: 1000,
-            max_name_bytes: 256,
+            deprecated_max_name_bytes: IgnoredAny,
             max_future_skew: Duration::from_secs(3600),
             max_service_labels: 200,
         }
@@ -123,12 +127,6 @@ impl ServiceSection for Section {
             return Err(ConfigError::new(
                 "checker.max_batch_items",
                 "must be from 1 to 100000",
-            ));
-        }
-        if !(1..=65_536).contains(&self.max_name_bytes) {
-            return Err(ConfigError::new(
-                "checker.max_name_bytes",
-                "must be from 1 to 65536",
             ));
         }
         if self.max_service_labels > 10_000 {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anomaly_core::{Bucketer, DayType, StatsConfig, TimeConfig};
+use anomaly_core::{Bucketer, DayType, NameRules, StatsConfig, TimeConfig};
 use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::Store;
 
@@ -32,7 +32,8 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InputLimits {
     pub(crate) max_batch_items: usize,
-    pub(crate) max_name_bytes: usize,
+    /// `max_name_bytes`, shared with the ingester.
+    pub(crate) names: NameRules,
     pub(crate) max_future_skew: Duration,
 }
 
@@ -63,7 +64,7 @@ impl AppState {
             stats: config.common.stats.clone(),
             limits: InputLimits {
                 max_batch_items: config.service.max_batch_items,
-                max_name_bytes: config.service.max_name_bytes,
+                names: config.common.names,
                 max_future_skew: config.service.max_future_skew,
             },
             checks,

@@ -14,6 +14,8 @@ fn example_config_loads() {
     let defaults = anomaly_runtime::load::<checker::Section>(None).expect("defaults load");
     assert_eq!(loaded.service.listen, defaults.service.listen);
     assert_eq!(loaded.common.stats, defaults.common.stats);
+    assert_eq!(loaded.common.names, defaults.common.names);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
 #[test]
@@ -32,7 +34,20 @@ fn checker_keys_come_from_file_and_environment() {
         assert_eq!(s.cache.ttl, std::time::Duration::from_millis(750));
         assert_eq!(s.cache.max_entries, 10);
         assert_eq!(s.auth.tokens.len(), 2);
-        assert_eq!(s.max_name_bytes, 256);
+        assert_eq!(loaded.common.names.max_bytes(), 256);
+        Ok(())
+    });
+}
+
+#[test]
+fn the_deprecated_checker_max_name_bytes_still_sets_the_limit() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("config.yaml", "checker:\n  max_name_bytes: 9\n")?;
+        let loaded =
+            anomaly_runtime::load::<checker::Section>(Some(Path::new("config.yaml"))).unwrap();
+        assert_eq!(loaded.common.names.max_bytes(), 9);
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("max_name_bytes"));
         Ok(())
     });
 }
@@ -48,6 +63,11 @@ fn bad_checker_values_name_their_key() {
             "checker.cache.max_entries",
         ),
         ("checker: { max_name_bytes: 0 }", "checker.max_name_bytes"),
+        ("max_name_bytes: 0", "max_name_bytes"),
+        (
+            "max_name_bytes: 64\nchecker: { max_name_bytes: 128 }",
+            "checker.max_name_bytes",
+        ),
         (
             "checker: { limits: { max_concurrency: 0 } }",
             "checker.limits.max_concurrency",

@@ -61,3 +61,35 @@ async fn is_served_and_describes_every_route() {
         "bearer"
     );
 }
+
+/// The name fields state the limit the ingester applies too: the shared key and its default.
+#[test]
+fn names_document_the_shared_limit() {
+    let doc: serde_json::Value = serde_json::from_str(&checker::openapi_json()).unwrap();
+    let limit = format!(
+        "`{}` (default {})",
+        anomaly_core::NameRules::CONFIG_KEY,
+        anomaly_core::NameRules::DEFAULT_MAX_BYTES
+    );
+    let request = &doc["components"]["schemas"]["CheckRequest"]["properties"];
+    let params = doc["paths"]["/v1/baseline"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let descriptions = [
+        &request["rootServiceName"]["description"],
+        &request["rootTraceName"]["description"],
+    ]
+    .into_iter()
+    .chain(
+        params
+            .iter()
+            .filter(|p| p["name"] == "service" || p["name"] == "endpoint")
+            .map(|p| &p["description"]),
+    );
+    let mut n = 0;
+    for d in descriptions {
+        n += 1;
+        assert!(d.as_str().unwrap().contains(&limit), "{d}");
+    }
+    assert_eq!(n, 4);
+}

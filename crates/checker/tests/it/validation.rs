@@ -372,7 +372,7 @@ async fn a_zero_future_skew_accepts_any_instant_before_2100() {
 #[tokio::test]
 async fn names_up_to_the_limit_are_accepted() {
     let mut config = config(&shared_redis_url(), "validation-names");
-    config.service.max_name_bytes = 9;
+    config.common.names = anomaly_core::NameRules::new(9).unwrap();
     let app = App::new(&config);
     // Nine bytes, five characters: the limit is in bytes ("POST /pay" is nine too).
     let r = app

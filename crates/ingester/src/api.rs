@@ -44,10 +44,13 @@ pub struct TempoTrace {
     #[serde(rename = "traceID")]
     #[schema(example = "af7651916cd43dd8448eb211c80319c")]
     pub trace_id: String,
-    /// The service; `<root span not yet received>` (a partial trace) is refused.
+    /// The service: 1 to `max_name_bytes` (default 256) bytes of UTF-8, the limit the checker
+    /// applies too; longer is INVALID_SERVICE. `<root span not yet received>` (a partial trace)
+    /// is refused as PARTIAL_TRACE.
     #[schema(example = "checkout")]
     pub root_service_name: String,
-    /// The endpoint (root span name).
+    /// The endpoint (root span name): 1 to `max_name_bytes` (default 256) bytes of UTF-8, the
+    /// limit the checker applies too; longer is INVALID_ENDPOINT.
     #[schema(example = "GET /cart")]
     pub root_trace_name: String,
     /// Nanoseconds since the epoch, as a decimal string or an integer.

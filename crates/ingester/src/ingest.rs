@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anomaly_core::Bucketer;
+use anomaly_core::{Bucketer, NameRules};
 use anomaly_store::{IngestSettings, Store, StoreError};
 use serde_json::Value;
 
@@ -44,11 +44,16 @@ pub(crate) struct Ingest {
     settings: IngestSettings,
     bucketer: Bucketer,
     ignore: Arc<IgnoreRules>,
+    /// `max_name_bytes`: the checker's limit, so no window is kept for a name it would refuse.
+    names: NameRules,
     metrics: IngestMetrics,
     last_cap_log: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Ingest {
+    /// [`Ingest::with_names`] under the default name rule (`max_name_bytes` 256). The service
+    /// must be built with `with_names(.., config.common.names, ..)`: under `new` a configured
+    /// `max_name_bytes` other than 256 would hold at check but not at ingest.
     pub(crate) fn new(
         store: Store,
         settings: IngestSettings,
@@ -56,11 +61,30 @@ impl Ingest {
         ignore: IgnoreRules,
         metrics: IngestMetrics,
     ) -> Self {
+        Self::with_names(
+            store,
+            settings,
+            bucketer,
+            ignore,
+            NameRules::default(),
+            metrics,
+        )
+    }
+
+    pub(crate) fn with_names(
+        store: Store,
+        settings: IngestSettings,
+        bucketer: Bucketer,
+        ignore: IgnoreRules,
+        names: NameRules,
+        metrics: IngestMetrics,
+    ) -> Self {
         Ingest {
             store,
             settings,
             bucketer,
             ignore: Arc::new(ignore),
+            names,
             metrics,
             last_cap_log: Arc::new(Mutex::new(None)),
         }
@@ -80,7 +104,7 @@ impl Ingest {
         let mut report = BatchReport::default();
         let mut items = Vec::with_capacity(traces.len());
         for (index, value) in traces.iter().enumerate() {
-            match trace::parse(value, &self.bucketer, &self.ignore) {
+            match trace::parse_with(value, &self.bucketer, &self.ignore, self.names) {
                 Ok(Parsed::Sample(item)) => items.push(item),
                 Ok(Parsed::Ignored) => report.ignored += 1,
                 Ok(Parsed::Partial) => {

@@ -4,7 +4,7 @@
 //! Items stay `serde_json::Value` until here so that one bad item (a number where a string
 //! belongs) is reported by index instead of failing the whole batch or poll.
 
-use anomaly_core::{BaselineKey, Bucketer, DurationMs, TraceId, UnixNanos};
+use anomaly_core::{BaselineKey, Bucketer, DurationMs, NameField, NameRules, TraceId, UnixNanos};
 use anomaly_store::IngestItem;
 use regex::Regex;
 use serde_json::Value;
@@ -81,11 +81,32 @@ fn string_field<'a>(
     }
 }
 
-/// Validates one trace and turns it into a sample keyed by its local hour and day type.
+/// The name rule, refusing with the code and message the checker gives the same name.
+fn check_name(name: &str, field: NameField, names: NameRules) -> Result<(), ItemError> {
+    names
+        .check(field, name)
+        .map_err(|e| ItemError::new(e.code(), e.to_string()))
+}
+
+/// [`parse_with`] under the default name rule (`max_name_bytes` 256).
 pub fn parse(
     value: &Value,
     bucketer: &Bucketer,
     ignore: &IgnoreRules,
+) -> Result<Parsed, ItemError> {
+    parse_with(value, bucketer, ignore, NameRules::default())
+}
+
+/// Validates one trace and turns it into a sample keyed by its local hour and day type.
+///
+/// A name over `names` (`max_name_bytes`) is refused, INVALID_SERVICE or INVALID_ENDPOINT as
+/// the checker would refuse it, even when an ignore rule matches: the rule says what a name may
+/// be, the ignore list which valid traces to drop.
+pub fn parse_with(
+    value: &Value,
+    bucketer: &Bucketer,
+    ignore: &IgnoreRules,
+    names: NameRules,
 ) -> Result<Parsed, ItemError> {
     let Value::Object(obj) = value else {
         return Err(ItemError::new(
@@ -96,11 +117,14 @@ pub fn parse(
     let raw_id = string_field(obj, "traceID", "INVALID_TRACE_ID")?;
     let trace_id =
         TraceId::parse(raw_id).map_err(|e| ItemError::new("INVALID_TRACE_ID", e.to_string()))?;
-    let service = string_field(obj, "rootServiceName", "INVALID_SERVICE")?;
+    let service = string_field(obj, "rootServiceName", NameField::Service.code())?;
+    // Partial before the name rule: the placeholder is Tempo's, not a name to be judged.
     if service == PARTIAL_ROOT {
         return Ok(Parsed::Partial);
     }
-    let endpoint = string_field(obj, "rootTraceName", "INVALID_ENDPOINT")?;
+    check_name(service, NameField::Service, names)?;
+    let endpoint = string_field(obj, "rootTraceName", NameField::Endpoint.code())?;
+    check_name(endpoint, NameField::Endpoint, names)?;
     if ignore.matches(service, endpoint) {
         return Ok(Parsed::Ignored);
     }
@@ -114,8 +138,8 @@ pub fn parse(
     let duration = DurationMs::from_json(obj.get("durationMs"))
         .map_err(|e| ItemError::new("INVALID_DURATION", e.to_string()))?;
     let bucket = bucketer.bucket(start.to_datetime());
-    let key = BaselineKey::new(service, endpoint, bucket.hour, bucket.day_type)
-        .map_err(|e| ItemError::new("INVALID_KEY", e.to_string()))?;
+    let key = BaselineKey::with_rules(service, endpoint, bucket.hour, bucket.day_type, names)
+        .map_err(|e| ItemError::new(e.code(), e.to_string()))?;
     Ok(Parsed::Sample(IngestItem {
         trace_id,
         key,
@@ -206,5 +230,51 @@ mod tests {
         };
         assert_eq!(item.duration.get(), 0.0);
         assert_eq!(item.trace_id.as_str(), "000000000000000000000000000000e1");
+    }
+
+    #[test]
+    fn names_are_held_to_max_name_bytes() {
+        let nine = NameRules::new(9).unwrap();
+        let ignore = IgnoreRules::new(&[IgnoreRule {
+            service: None,
+            endpoint: Some("GET /.*".into()),
+        }])
+        .unwrap();
+        let t = |service: &str, endpoint: &str| {
+            json!({"traceID": "a1", "rootServiceName": service, "rootTraceName": endpoint,
+                "startTimeUnixNano": "1795587411787997767", "durationMs": 5})
+        };
+        // (trace, outcome): the limit is in bytes ("abc日本" is nine).
+        let cases = [
+            (t("123456789", "POST /pay"), Ok("sample")),
+            (t("abc日本", "abcd"), Ok("sample")),
+            (t("1234567890", "POST /pay"), Err("INVALID_SERVICE")),
+            (t("abcd日本", "POST /pay"), Err("INVALID_SERVICE")),
+            (t("svc", "POST /pay1"), Err("INVALID_ENDPOINT")),
+            // An ignore rule does not let an over-long name through, nor hide a valid one.
+            (t("svc", "GET /ab"), Ok("ignored")),
+            (t("svc", "GET /abcde"), Err("INVALID_ENDPOINT")),
+            // Tempo's placeholder (28 bytes) is a partial trace, not a name over the limit.
+            (t(PARTIAL_ROOT, "x"), Ok("partial")),
+        ];
+        for (value, want) in cases {
+            let got = match parse_with(&value, &bucketer(), &ignore, nine) {
+                Ok(Parsed::Sample(_)) => Ok("sample"),
+                Ok(Parsed::Partial) => Ok("partial"),
+                Ok(Parsed::Ignored) => Ok("ignored"),
+                Err(e) => Err(e.code),
+            };
+            assert_eq!(got, want, "{value}");
+        }
+        let err = parse_with(&t("svc", "POST /pay1"), &bucketer(), &ignore, nine).unwrap_err();
+        assert_eq!(
+            err.message,
+            "endpoint name is 10 bytes long, more than the limit of 9 bytes (max_name_bytes)"
+        );
+        // `parse` holds names to the default, 256 bytes.
+        let default = IgnoreRules::default();
+        assert!(parse(&t(&"s".repeat(256), "e"), &bucketer(), &default).is_ok());
+        let over = parse(&t(&"s".repeat(257), "e"), &bucketer(), &default).unwrap_err();
+        assert_eq!(over.code, "INVALID_SERVICE");
     }
 }

@@ -5,6 +5,7 @@ mod backfill;
 mod config;
 mod kill;
 mod lease;
+mod names;
 mod poller;
 mod push;
 mod tempo_cap;

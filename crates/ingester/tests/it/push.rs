@@ -339,6 +339,16 @@ async fn openapi_document_is_committed_and_current() {
     let doc: Value = serde_json::from_str(&generated).unwrap();
     assert!(doc["paths"]["/v1/traces/ingest"]["post"].is_object());
     assert!(doc["components"]["schemas"]["TempoTrace"]["properties"]["traceID"].is_object());
+    // The name fields state the limit the checker applies too: the shared key and its default.
+    let limit = format!(
+        "`{}` (default {})",
+        anomaly_core::NameRules::CONFIG_KEY,
+        anomaly_core::NameRules::DEFAULT_MAX_BYTES
+    );
+    for field in ["rootServiceName", "rootTraceName"] {
+        let d = &doc["components"]["schemas"]["TempoTrace"]["properties"][field]["description"];
+        assert!(d.as_str().unwrap().contains(&limit), "{field}: {d}");
+    }
 
     let ing = ingester(&config(&shared_redis_url(), "openapi", ""));
     let (addr, _server) = serve(&ing).await;

@@ -1,11 +1,13 @@
 //! The three services together, in-process through their `run(config, listener, shutdown)`
 //! functions, on one real `redis-server`: Redis killed under load (`chaos`), arbitrary input
-//! through every router (`bad_input`), names that must not collide in Redis (`keys`), and a
-//! network partition from Redis (`partition`).
+//! through every router (`bad_input`), names that must not collide in Redis (`keys`), the one
+//! name length limit of ingest and check (`names`), and a network partition from Redis
+//! (`partition`).
 
 mod bad_input;
 mod chaos;
 mod keys;
+mod names;
 mod partition;
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! `max_name_bytes` is one rule for the three services. A name at the limit, pushed or polled
 //! from Tempo, gets a baseline that the checker judges against; a name one byte over it is
-//! refused at ingest and at check with the same code, and nothing of it reaches Redis. Every
-//! service runs with its default configuration, on one Redis.
+//! refused at ingest and at check with the same code, and nothing of it reaches Redis. The
+//! services run on one Redis with one configuration each, as deployed from one file.
 
 use std::time::Duration;
 
@@ -18,18 +18,17 @@ use tracegen::tempo::{FakeTempo, Trace};
 
 use crate::{T0_NANOS, checker_config, ingester_config, recomputer_config};
 
-const LIMIT: usize = NameRules::DEFAULT_MAX_BYTES;
 const T0: u64 = T0_NANOS / 1_000_000_000;
 
-/// `LIMIT` bytes of a two-byte character: the limit counts bytes, not characters.
-fn at_limit(c: char) -> String {
-    let name = c.to_string().repeat(LIMIT / 2);
-    assert_eq!(name.len(), LIMIT);
+/// `limit` (even) bytes of a two-byte character: the limit counts bytes, not characters.
+fn at_limit(c: char, limit: usize) -> String {
+    let name = c.to_string().repeat(limit / 2);
+    assert_eq!(name.len(), limit);
     name
 }
 
-fn over_limit(c: char) -> String {
-    format!("{}x", at_limit(c))
+fn over_limit(c: char, limit: usize) -> String {
+    format!("{}x", at_limit(c, limit))
 }
 
 async fn call(router: &Router, request: Request<Body>) -> (u16, Value) {
@@ -85,21 +84,30 @@ async fn checked(checker: &Router, service: &str, endpoint: &str) -> (Value, Val
 }
 
 #[tokio::test]
-async fn names_at_the_limit_are_checkable_and_over_it_refused_everywhere_alike() {
+async fn names_at_the_default_limit_are_checkable_and_over_it_refused_everywhere_alike() {
+    one_rule_everywhere(None).await;
+}
+
+/// The scenario with `max_name_bytes` left at its default (`None`) or set, in every service's
+/// configuration, to the given value.
+async fn one_rule_everywhere(configured: Option<NameRules>) {
     let url = anomaly_testkit::shared_redis_url();
     let prefix = anomaly_testkit::unique_prefix("names");
     let tempo = FakeTempo::start().await;
     tempo.set_now(std::time::UNIX_EPOCH + Duration::from_secs(T0 + 600));
+    let names = configured.unwrap_or_default();
+    let limit = names.max_bytes();
 
     let mut ingester_cfg = ingester_config(&url, &prefix);
+    ingester_cfg.common.names = names;
     ingester_cfg.service.tempo.url = tempo.url();
     let ingester = ingester::Ingester::new(ingester_cfg).unwrap();
     let mut checker_cfg = checker_config(&url, &prefix);
+    checker_cfg.common.names = names;
     checker_cfg.service.cache.ttl = Duration::ZERO;
     // One sample is a baseline to judge against, so "checkable" means a verdict.
     checker_cfg.common.stats.min_samples = 1;
     let checker = checker::app(&checker_cfg).unwrap();
-    assert_eq!(checker_cfg.common.names.max_bytes(), LIMIT);
 
     // (service, endpoint, how it arrives, the code when refused)
     let push = |s: &str, e: &str, code: Option<&str>| {
@@ -109,14 +117,22 @@ async fn names_at_the_limit_are_checkable_and_over_it_refused_everywhere_alike()
         (s.to_owned(), e.to_owned(), "poll", code.map(str::to_owned))
     };
     let cases = [
-        push(&at_limit('é'), "GET /push", None),
-        push("push", &at_limit('é'), None),
-        push(&over_limit('é'), "GET /push", Some("INVALID_SERVICE")),
-        push("push", &over_limit('é'), Some("INVALID_ENDPOINT")),
-        poll(&at_limit('ü'), "GET /poll", None),
-        poll("poll", &at_limit('ü'), None),
-        poll(&over_limit('ü'), "GET /poll", Some("INVALID_SERVICE")),
-        poll("poll", &over_limit('ü'), Some("INVALID_ENDPOINT")),
+        push(&at_limit('é', limit), "GET /push", None),
+        push("push", &at_limit('é', limit), None),
+        push(
+            &over_limit('é', limit),
+            "GET /push",
+            Some("INVALID_SERVICE"),
+        ),
+        push("push", &over_limit('é', limit), Some("INVALID_ENDPOINT")),
+        poll(&at_limit('ü', limit), "GET /poll", None),
+        poll("poll", &at_limit('ü', limit), None),
+        poll(
+            &over_limit('ü', limit),
+            "GET /poll",
+            Some("INVALID_SERVICE"),
+        ),
+        poll("poll", &over_limit('ü', limit), Some("INVALID_ENDPOINT")),
     ];
 
     let mut pushed = Vec::new();
@@ -165,7 +181,8 @@ async fn names_at_the_limit_are_checkable_and_over_it_refused_everywhere_alike()
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
 
-    let rc = recomputer_config(&url, &prefix);
+    let mut rc = recomputer_config(&url, &prefix);
+    rc.common.names = names;
     let recomputer = recomputer::Recomputer::new(
         &rc,
         Store::connect(&rc.common.redis).unwrap(),

@@ -51,27 +51,7 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
-    /// [`Ingest::with_names`] under the default name rule (`max_name_bytes` 256). The service
-    /// must be built with `with_names(.., config.common.names, ..)`: under `new` a configured
-    /// `max_name_bytes` other than 256 would hold at check but not at ingest.
     pub(crate) fn new(
-        store: Store,
-        settings: IngestSettings,
-        bucketer: Bucketer,
-        ignore: IgnoreRules,
-        metrics: IngestMetrics,
-    ) -> Self {
-        Self::with_names(
-            store,
-            settings,
-            bucketer,
-            ignore,
-            NameRules::default(),
-            metrics,
-        )
-    }
-
-    pub(crate) fn with_names(
         store: Store,
         settings: IngestSettings,
         bucketer: Bucketer,

@@ -96,6 +96,7 @@ impl Ingester {
             settings,
             Bucketer::new(&config.common.time()),
             ignore,
+            config.common.names,
             ingest_metrics.clone(),
         );
         let tokens = Tokens::load(&section.auth, "ingester")?;

@@ -128,6 +128,49 @@ async fn pushed_names_at_the_limit_are_stored_and_one_byte_over_refused() {
     assert_eq!(metric(&ing, "push", "rejected"), 3);
 }
 
+#[tokio::test]
+async fn a_configured_limit_holds_at_ingest() {
+    let mut c = config(&shared_redis_url(), "names-configured", "");
+    c.common.names = NameRules::new(16).unwrap();
+    let ing = ingester(&c);
+    let (addr, _server) = serve(&ing).await;
+    let traces = json!([
+        pushed(1, &"s".repeat(16), "GET /a"),
+        pushed(2, &"s".repeat(17), "GET /a"),
+    ]);
+    let report: Value = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/traces/ingest"))
+        .json(&json!({ "traces": traces }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&report["accepted"], &report["rejected"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(report["errors"][0]["code"], "INVALID_SERVICE");
+    assert!(
+        report["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 16 bytes"),
+        "{report}"
+    );
+    let stored_body = BaselineKey::with_rules(
+        "s".repeat(16),
+        "GET /a",
+        14,
+        DayType::Weekday,
+        c.common.names,
+    )
+    .unwrap()
+    .encode();
+    assert_eq!(stored(&ing).await, BTreeSet::from([stored_body]));
+}
+
 /// Log lines written while the guard lives (a current-thread test runtime logs here).
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);

@@ -88,6 +88,11 @@ async fn names_at_the_default_limit_are_checkable_and_over_it_refused_everywhere
     one_rule_everywhere(None).await;
 }
 
+#[tokio::test]
+async fn names_at_a_configured_limit_are_checkable_and_over_it_refused_everywhere_alike() {
+    one_rule_everywhere(Some(NameRules::new(64).unwrap())).await;
+}
+
 /// The scenario with `max_name_bytes` left at its default (`None`) or set, in every service's
 /// configuration, to the given value.
 async fn one_rule_everywhere(configured: Option<NameRules>) {

@@ -1,5 +1,6 @@
 //! Rows from criterion's own results (`cargo bench -p anomaly-core` writes them under
-//! `target/criterion`): the statistics on 1000 samples, key encoding and time bucketing.
+//! `target/criterion`): the statistics on 1000 samples, key encoding, time bucketing and
+//! parsing a check request's JSON.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ const BENCHES: &[(&str, Option<f64>)] = &[
     ("key/encode", None),
     ("key/decode", None),
     ("time/bucket", None),
+    ("json/check request", None),
 ];
 
 pub(crate) fn rows(dir: &Path) -> anyhow::Result<Vec<Row>> {

@@ -1,5 +1,6 @@
-//! Micro benchmarks of the pure hot paths: statistics of a full window, key encoding and
-//! time bucketing.
+//! Micro benchmarks of the pure hot paths: statistics of a full window, key encoding, time
+//! bucketing, and parsing a check request's JSON (the checker's first step; exact float parsing,
+//! serde_json's `float_roundtrip`, is on for the workspace).
 
 use std::hint::black_box;
 
@@ -42,6 +43,12 @@ fn benches(c: &mut Criterion) {
     let instant = DateTime::from_timestamp(1_764_050_000, 0).unwrap_or_default();
     c.bench_function("time/bucket", |b| {
         b.iter(|| bucketer.bucket(black_box(instant)))
+    });
+
+    // A 17-digit duration takes serde_json's slowest float path, where float_roundtrip differs.
+    let request = br#"{"rootServiceName":"checkout","rootTraceName":"POST /api/checkout","startTimeUnixNano":"1795586400000000000","durationMs":379.93829999999997}"#;
+    c.bench_function("json/check request", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(request)))
     });
 }
 

@@ -6,7 +6,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Every test of the workspace, then the doc tests: cargo-nextest when installed, else cargo test (installs redis-server with apt-get if missing; the tests start their own).
+# The doc tests, then every other test: cargo-nextest when installed, else cargo test (installs redis-server with apt-get if missing; the tests start their own).
 test *args:
     @bash scripts/test.sh {{args}}
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `just test`: every test of the workspace, then the doc tests.
+# `just test`: the doc tests, then every other test of the workspace (last, so the run closes on
+# the runner's summary).
 #
 # The tests start their own redis-server (or use REDIS_URL): when it is missing it is installed
 # with apt-get, as `just demo` does. The runner is cargo-nextest when it is installed (as in CI:
@@ -18,6 +19,7 @@ if [[ -z ${REDIS_URL:-} ]] && ! have_redis_server; then
   apt_install redis-server
 fi
 
+cargo test --workspace --doc --quiet
 if [[ ${TEST_RUNNER:-} != cargo ]] && cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else
@@ -26,4 +28,3 @@ else
   fi
   cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
-cargo test --workspace --doc --quiet

@@ -5,6 +5,7 @@ mod backfill;
 mod config;
 mod kill;
 mod lease;
+mod logs;
 mod names;
 mod poller;
 mod push;

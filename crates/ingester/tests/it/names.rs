@@ -3,9 +3,7 @@
 //! (INVALID_SERVICE, INVALID_ENDPOINT), and the rest of the batch or window is stored.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DayType, NameRules};
@@ -13,8 +11,8 @@ use anomaly_testkit::shared_redis_url;
 use ingester::{Ingester, PollOutcome, WindowReport};
 use serde_json::{Value, json};
 use tracegen::tempo::{FakeTempo, Trace};
-use tracing_subscriber::fmt::MakeWriter;
 
+use crate::logs::Logs;
 use crate::{T0, at, config, id, ingester, nanos, poller, samples};
 
 const LIMIT: usize = NameRules::DEFAULT_MAX_BYTES;
@@ -169,47 +167,6 @@ async fn a_configured_limit_holds_at_ingest() {
     .unwrap()
     .encode();
     assert_eq!(stored(&ing).await, BTreeSet::from([stored_body]));
-}
-
-/// Log lines written while the guard lives (a current-thread test runtime logs here).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self, containing: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(containing))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
 }
 
 fn window(outcome: PollOutcome) -> WindowReport {

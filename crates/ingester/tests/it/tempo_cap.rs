@@ -4,66 +4,30 @@
 //! trace exactly once, a cap that appears mid-run loses nothing, and the cap is logged once
 //! at WARN and exported.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anomaly_testkit::shared_redis_url;
 use ingester::{BackfillArgs, PollOutcome};
 use tracegen::tempo::{FakeTempo, LimitCap, RunningTempo};
-use tracing_subscriber::fmt::MakeWriter;
 
+use crate::logs::Logs;
 use crate::{T0, all_durations, at, config, ingester, poller, trace};
 
 const CAP: u64 = 20;
-
-/// Log lines written while the guard lives (tests run on a current-thread runtime, so the
-/// fake Tempo's and the ingester's tasks all log here).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self, containing: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(containing))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
 
 fn behaviours() -> [(LimitCap, &'static str); 2] {
     [
         (LimitCap::Clamp(CAP), "clamped"),
         (LimitCap::Reject(CAP), "rejected"),
     ]
+}
+
+/// A fake Tempo at `now` (unix seconds) enforcing `cap`.
+async fn capped(now: u64, cap: LimitCap) -> RunningTempo {
+    let tempo = FakeTempo::start().await;
+    tempo.set_now(at(now));
+    tempo.set_max_limit(Some(cap));
+    tempo
 }
 
 fn durations(n: u64) -> Vec<f64> {
@@ -83,9 +47,7 @@ fn cap_warnings(logs: &Logs) -> Vec<String> {
 async fn the_poller_stores_every_trace_behind_a_cap() {
     for (cap, source) in behaviours() {
         let (logs, _guard) = Logs::capture();
-        let tempo = FakeTempo::start().await;
-        tempo.set_now(at(T0 + 600));
-        tempo.set_max_limit(Some(cap));
+        let tempo = capped(T0 + 600, cap).await;
         let c = config(&shared_redis_url(), "cap-poll", &tempo.url());
         assert_eq!(c.service.tempo.limit, 500);
         let ing = ingester(&c);
@@ -160,9 +122,7 @@ async fn the_poller_stores_every_trace_behind_a_cap() {
 async fn the_backfill_stores_every_trace_behind_a_cap() {
     for (cap, _) in behaviours() {
         let (logs, _guard) = Logs::capture();
-        let tempo = FakeTempo::start().await;
-        tempo.set_now(at(T0 + 3600));
-        tempo.set_max_limit(Some(cap));
+        let tempo = capped(T0 + 3600, cap).await;
         let mut c = config(&shared_redis_url(), "cap-backfill", &tempo.url());
         c.service.tempo.retries = 0;
         let ing = ingester(&c);
@@ -222,13 +182,11 @@ async fn steady(tempo: &RunningTempo, p: &ingester::Poller, added: &mut u64, pol
 async fn a_cap_that_appears_mid_run_loses_nothing() {
     for (cap, _) in behaviours() {
         let (logs, _guard) = Logs::capture();
-        let tempo = FakeTempo::start().await;
-        tempo.set_now(at(T0));
         let before = match cap {
             LimitCap::Clamp(_) => LimitCap::Clamp(500),
             LimitCap::Reject(_) => LimitCap::Reject(500),
         };
-        tempo.set_max_limit(Some(before));
+        let tempo = capped(T0, before).await;
         let mut c = config(&shared_redis_url(), "cap-mid-run", &tempo.url());
         // Windows overlap by 15 s only, so what a cut answer missed is not simply found again
         // by the next windows: only searching the cut slices again finds it.

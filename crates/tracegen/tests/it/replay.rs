@@ -192,19 +192,7 @@ async fn recorded_requests_get_recorded_shapes() {
 
 #[tokio::test]
 async fn truncation_keeps_an_arbitrary_subset_sorted_newest_first() {
-    let fake = FakeTempo::new();
-    let base = 1_795_587_000_000_000_000u64;
-    for i in 0..100u64 {
-        fake.upsert(Trace::new(
-            format!("{i:x}"),
-            "svc",
-            "GET /",
-            base + i * 1_000_000_000,
-            5,
-        ));
-    }
-    fake.set_now(UNIX_EPOCH + Duration::from_secs(1_795_587_500));
-    let tempo = fake.spawn().await;
+    let (tempo, base) = hundred_traces().await;
     let body: Value = reqwest::get(format!(
         "{}/api/search?start=1795586900&end=1795587200&limit=10",
         tempo.url()
@@ -234,19 +222,7 @@ async fn truncation_keeps_an_arbitrary_subset_sorted_newest_first() {
 /// a limit at or under the cap is answered as usual either way.
 #[tokio::test]
 async fn max_result_limit_is_clamped_or_refused() {
-    let fake = FakeTempo::new();
-    let base = 1_795_587_000_000_000_000u64;
-    for i in 0..100u64 {
-        fake.upsert(Trace::new(
-            format!("{i:x}"),
-            "svc",
-            "GET /",
-            base + i * 1_000_000_000,
-            5,
-        ));
-    }
-    fake.set_now(UNIX_EPOCH + Duration::from_secs(1_795_587_500));
-    let tempo = fake.spawn().await;
+    let (tempo, _) = hundred_traces().await;
     let search = async |limit: u32| {
         let r = reqwest::get(format!(
             "{}/api/search?start=1795586900&end=1795587200&limit={limit}",
@@ -286,4 +262,21 @@ async fn max_result_limit_is_clamped_or_refused() {
     tempo.set_max_limit(None);
     let (status, _, body) = search(500).await;
     assert_eq!((status, count(&body)), (200, 100));
+}
+
+/// A fake Tempo holding 100 traces, one a second from `base` (unix nanoseconds, returned).
+async fn hundred_traces() -> (tracegen::tempo::RunningTempo, u64) {
+    let fake = FakeTempo::new();
+    let base = 1_795_587_000_000_000_000u64;
+    for i in 0..100u64 {
+        fake.upsert(Trace::new(
+            format!("{i:x}"),
+            "svc",
+            "GET /",
+            base + i * 1_000_000_000,
+            5,
+        ));
+    }
+    fake.set_now(UNIX_EPOCH + Duration::from_secs(1_795_587_500));
+    (fake.spawn().await, base)
 }

@@ -7,6 +7,7 @@
 //! job is started afresh with the new range.
 
 use std::io::IsTerminal;
+use std::ops::AddAssign;
 use std::time::{Duration, Instant, SystemTime};
 
 use anomaly_store::Store;
@@ -15,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::config::TEMPO_MAX_RANGE;
 use crate::ingest::BatchReport;
 use crate::metrics::Source;
-use crate::poller::{PollError, WindowFetcher, unix_secs};
+use crate::poller::{PollError, WindowFetcher, WindowReport, unix_secs};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -50,6 +51,21 @@ pub struct BackfillReport {
     pub unsplittable: u64,
     pub fetched: u64,
     pub traces: BatchReport,
+}
+
+/// Counts one more window.
+impl AddAssign<&WindowReport> for BackfillReport {
+    fn add_assign(&mut self, window: &WindowReport) {
+        self.windows += 1;
+        self.requests += window.requests;
+        self.splits += window.splits;
+        self.cap_checks += window.cap_checks;
+        self.clamped += window.clamped;
+        self.refetched += window.refetched;
+        self.unsplittable += window.unsplittable;
+        self.fetched += window.fetched;
+        self.traces += &window.traces;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,15 +144,7 @@ pub(crate) async fn backfill(
                 source,
             })?;
         store.record_backfill(&args.job, end).await?;
-        report.windows += 1;
-        report.requests += window.requests;
-        report.splits += window.splits;
-        report.cap_checks += window.cap_checks;
-        report.clamped += window.clamped;
-        report.refetched += window.refetched;
-        report.unsplittable += window.unsplittable;
-        report.fetched += window.fetched;
-        report.traces.add(&window.traces);
+        report += &window;
         done = end;
         bar.set_position(done - from);
         bar.set_message(format!("{} accepted", report.traces.accepted));

@@ -1,5 +1,6 @@
 //! What push, poll and backfill share: validate traces, store the samples, count outcomes.
 
+use std::ops::AddAssign;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,9 @@ pub struct BatchReport {
     pub errors: Vec<(usize, ItemError)>,
 }
 
-impl BatchReport {
-    pub fn add(&mut self, other: &BatchReport) {
+/// Adds the counts of another batch (the refused items stay with their own batch).
+impl AddAssign<&BatchReport> for BatchReport {
+    fn add_assign(&mut self, other: &BatchReport) {
         self.accepted += other.accepted;
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;

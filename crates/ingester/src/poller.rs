@@ -317,7 +317,7 @@ impl WindowFetcher {
     ) -> Result<Found, PollError> {
         report.fetched += traces.len() as u64;
         let batch = self.ingest.ingest(source, traces).await?;
-        report.traces.add(&batch);
+        report.traces += &batch;
         Ok(trace_ids(traces).collect())
     }
 }

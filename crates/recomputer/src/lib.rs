@@ -13,6 +13,7 @@ mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::AddAssign;
 use std::time::{Duration, Instant};
 
 use anomaly_core::{Baseline, ConfigError, StatsConfig, StatsScratch};
@@ -123,8 +124,9 @@ pub struct DrainOutcome {
     pub budget_exhausted: bool,
 }
 
-impl DrainOutcome {
-    fn add(&mut self, c: CommitOutcome) {
+/// Counts one more batch's commit.
+impl AddAssign<CommitOutcome> for DrainOutcome {
+    fn add_assign(&mut self, c: CommitOutcome) {
         self.recomputed += c.written;
         self.stale += c.stale;
         self.cleared += c.cleared;
@@ -176,11 +178,11 @@ impl Recomputer {
         let lanes = (0..self.section.concurrency).map(|_| self.lane(started));
         for lane in futures::future::join_all(lanes).await {
             let lane = lane?;
-            outcome.add(CommitOutcome {
+            outcome += CommitOutcome {
                 written: lane.recomputed,
                 stale: lane.stale,
                 cleared: lane.cleared,
-            });
+            };
             outcome.invalid += lane.invalid;
             outcome.batches += lane.batches;
             outcome.budget_exhausted |= lane.budget_exhausted;
@@ -215,7 +217,7 @@ impl Recomputer {
             let batch_started = Instant::now();
             let committed = self.process(batch.keys, &mut scratch).await?;
             self.metrics.batch_done(batch_started.elapsed(), committed);
-            outcome.add(committed);
+            outcome += committed;
             outcome.batches += 1;
         }
     }

@@ -10,16 +10,19 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anomaly_core::{Baseline, BaselineKey, DayType, RedisConfig};
-use anomaly_store::Store;
+use anomaly_core::{Baseline, BaselineKey, DayType};
+use anomaly_store::{RedisConfig, Store};
 use anomaly_testkit::{RedisServer, raw_command};
 use anyhow::{Context as _, bail, ensure};
 use chrono::{Datelike as _, Days, TimeZone as _, Weekday};
 
+use crate::service::Service;
 use crate::{Row, key};
+
+/// How long a started service may take to answer `/readyz`.
+const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// Connections of the ingest run (batches, not single requests).
 const INGEST_CONNECTIONS: u32 = 8;
@@ -38,85 +41,6 @@ struct WrkResult {
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-/// A service binary running as a child process; killed when dropped.
-struct Service {
-    name: &'static str,
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Service {
-    async fn start(
-        name: &'static str,
-        bin_dir: &Path,
-        env: &[(&str, String)],
-        log: &Path,
-    ) -> anyhow::Result<Service> {
-        let port = free_port()?;
-        let listen_var = format!("ANOMALY_{}__LISTEN", name.to_uppercase());
-        let log_file = std::fs::File::create(log)?;
-        let mut command = std::process::Command::new(bin_dir.join(name));
-        command
-            .env(listen_var, format!("127.0.0.1:{port}"))
-            .env("ANOMALY_TELEMETRY__LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", bin_dir.join(name).display()))?;
-        let service = Service {
-            name,
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", service.base)).send().await
-                && r.status().is_success()
-            {
-                return Ok(service);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{name} was not ready within 20 s; its log: {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Resident set size in bytes, from /proc.
-    fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .with_context(|| format!("no VmRSS for {}", self.name))?;
-        Ok(kb * 1024)
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// An instant in `hour` local time (Asia/Taipei, the default zone) on a recent weekday or
@@ -381,7 +305,9 @@ async fn check(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         "checker",
         &setup.bin_dir,
         &env("5s"),
-        &work.join("checker.log"),
+        work.join("checker.log"),
+        "warn",
+        READY_WITHIN,
     )
     .await?;
     verify_check(&checker.base, &bodies[1]).await?;
@@ -403,7 +329,9 @@ async fn check(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         "checker",
         &setup.bin_dir,
         &env("0s"),
-        &work.join("checker-0.log"),
+        work.join("checker-0.log"),
+        "warn",
+        READY_WITHIN,
     )
     .await?;
     // Its own ceiling, measured right before: this machine's speed drifts over a minute, and
@@ -538,8 +466,15 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         ("ANOMALY_REDIS__URL", server.url()),
         ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
     ];
-    let ingester =
-        Service::start("ingester", &setup.bin_dir, &env, &work.join("ingester.log")).await?;
+    let ingester = Service::start(
+        "ingester",
+        &setup.bin_dir,
+        &env,
+        work.join("ingester.log"),
+        "warn",
+        READY_WITHIN,
+    )
+    .await?;
     let rss_before = ingester.rss()?;
     eprintln!("wrk ingest");
     // Each request carries a whole batch: 8 connections keep 4000 traces in flight, enough to

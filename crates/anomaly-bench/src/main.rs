@@ -10,6 +10,7 @@
 mod http;
 mod micro;
 mod recompute;
+mod service;
 mod soak;
 
 use std::fmt::Write as _;

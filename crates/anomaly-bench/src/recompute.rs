@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use anomaly_core::{BaselineKey, DurationMs, RedisConfig};
+use anomaly_core::{BaselineKey, DurationMs};
 use anomaly_runtime::config::Loaded;
-use anomaly_store::Store;
+use anomaly_store::{RedisConfig, Store};
 use anomaly_testkit::{RedisServer, raw_command};
 use recomputer::{RecomputeMetrics, Recomputer, Section};
 

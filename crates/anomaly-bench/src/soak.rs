@@ -9,19 +9,21 @@
 //! and that the recomputer kept up (baselines served, dirty backlog drained). Windows are
 //! seeded full first, so the run is a steady state from the start.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anomaly_core::{BaselineKey, DurationMs, RedisConfig};
-use anomaly_store::Store;
+use anomaly_core::{BaselineKey, DurationMs};
+use anomaly_store::{RedisConfig, Store};
 use anomaly_testkit::{RedisServer, raw_command};
-use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::service::Service;
 use crate::{Row, key};
+
+/// How long a started service may take to answer `/readyz`.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// What the soak runs.
 #[derive(Debug, Clone)]
@@ -40,98 +42,6 @@ pub(crate) struct Soak {
     /// Highest acceptable p99 of a check and of an ingest request, over every sample.
     pub(crate) max_check_p99: Duration,
     pub(crate) max_ingest_p99: Duration,
-}
-
-/// A service binary running as a child process; killed when dropped. (The HTTP benchmark has
-/// its own; the soak also needs the recomputer and keeps the logs at info.)
-struct Service {
-    name: &'static str,
-    child: std::process::Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Service {
-    async fn start(
-        name: &'static str,
-        bin_dir: &Path,
-        env: &[(&str, String)],
-        work: &Path,
-    ) -> anyhow::Result<Service> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = work.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log)?;
-        let mut command = std::process::Command::new(bin_dir.join(name));
-        command
-            .env(
-                format!("ANOMALY_{}__LISTEN", name.to_uppercase()),
-                format!("127.0.0.1:{port}"),
-            )
-            .env("ANOMALY_TELEMETRY__LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", bin_dir.join(name).display()))?;
-        let service = Service {
-            name,
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", service.base)).send().await
-                && r.status().is_success()
-            {
-                return Ok(service);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{name} was not ready within 30 s; its log: {}",
-                    std::fs::read_to_string(&service.log).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Resident set size in bytes, from /proc.
-    fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .with_context(|| format!("{} is gone", self.name))?;
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .with_context(|| format!("no VmRSS for {}", self.name))?;
-        Ok(kb * 1024)
-    }
-
-    /// Log lines at WARN or ERROR (JSON logs).
-    fn warnings(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
 /// Latencies (ms) and errors of one kind of request since the last sample.
@@ -333,9 +243,33 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
         ("ANOMALY_RECOMPUTER__INTERVAL", "5s".to_owned()),
     ];
     seed_full_windows(&server, soak.keys, soak.duration).await?;
-    let checker = Service::start("checker", &soak.bin_dir, &env, &work).await?;
-    let ingester = Service::start("ingester", &soak.bin_dir, &env, &work).await?;
-    let recomputer = Service::start("recomputer", &soak.bin_dir, &env, &work).await?;
+    let checker = Service::start(
+        "checker",
+        &soak.bin_dir,
+        &env,
+        work.join("checker.log"),
+        "info",
+        READY_WITHIN,
+    )
+    .await?;
+    let ingester = Service::start(
+        "ingester",
+        &soak.bin_dir,
+        &env,
+        work.join("ingester.log"),
+        "info",
+        READY_WITHIN,
+    )
+    .await?;
+    let recomputer = Service::start(
+        "recomputer",
+        &soak.bin_dir,
+        &env,
+        work.join("recomputer.log"),
+        "info",
+        READY_WITHIN,
+    )
+    .await?;
     let services = [&checker, &ingester, &recomputer];
 
     let keys: Arc<Vec<(String, String)>> = Arc::new(

@@ -13,7 +13,7 @@ pub mod time;
 pub mod timestamp;
 pub mod trace_id;
 
-pub use config::{ConfigError, RedisConfig, StatsConfig, TimeConfig};
+pub use config::{ConfigError, StatsConfig, TimeConfig};
 pub use duration::{DurationError, DurationMs};
 pub use key::{BaselineKey, DayType, KeyError, NameField, NameRules};
 pub use rule::{Baseline, Bound, ReasonContext, Status, Verdict};

@@ -8,7 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anomaly_core::{ConfigError, NameRules, RedisConfig, StatsConfig, TimeConfig};
+use anomaly_core::{ConfigError, NameRules, StatsConfig, TimeConfig};
+use anomaly_store::RedisConfig;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
 use figment::Figment;

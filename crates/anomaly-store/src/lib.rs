@@ -10,6 +10,7 @@
 //! - `seen:{traceID}`: dedup marker with a TTL.
 //! - `keyIndex`: SET of every body with a window, for the cardinality cap and rebuilds.
 
+mod config;
 mod error;
 mod ingest;
 mod keys;
@@ -24,13 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anomaly_core::RedisConfig;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, IntoConnectionInfo, RedisError};
 use deadpool_redis::{Manager, Runtime};
 use secrecy::ExposeSecret;
 
+pub use config::RedisConfig;
 pub use error::StoreError;
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
 pub use keys::Keys;

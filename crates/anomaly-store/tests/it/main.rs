@@ -8,8 +8,8 @@ mod tls;
 
 use std::time::Duration;
 
-use anomaly_core::{BaselineKey, DayType, DurationMs, RedisConfig, TraceId};
-use anomaly_store::{IngestItem, IngestSettings, Store};
+use anomaly_core::{BaselineKey, DayType, DurationMs, TraceId};
+use anomaly_store::{IngestItem, IngestSettings, RedisConfig, Store};
 
 pub(crate) fn store_at(url: String, test: &str) -> Store {
     Store::connect(&RedisConfig {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anomaly_core::RedisConfig;
+use anomaly_store::RedisConfig;
 use anomaly_store::Store;
 use anomaly_testkit::{RedisServer, free_port};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};

@@ -17,8 +17,8 @@ mod validation;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anomaly_core::{Baseline, BaselineKey, DayType, RedisConfig};
-use anomaly_store::Store;
+use anomaly_core::{Baseline, BaselineKey, DayType};
+use anomaly_store::{RedisConfig, Store};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};

@@ -15,8 +15,7 @@ mod tempo_client;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anomaly_core::RedisConfig;
-use anomaly_store::Store;
+use anomaly_store::{RedisConfig, Store};
 use ingester::{Config, Ingester, PollOutcome, Poller, Section};
 use tracegen::tempo::{RunningTempo, Trace};
 

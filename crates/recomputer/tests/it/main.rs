@@ -7,9 +7,9 @@ mod service;
 
 use std::time::Duration;
 
-use anomaly_core::{BaselineKey, DayType, DurationMs, RedisConfig, TraceId};
+use anomaly_core::{BaselineKey, DayType, DurationMs, TraceId};
 use anomaly_runtime::config::Loaded;
-use anomaly_store::{IngestItem, IngestSettings, Store};
+use anomaly_store::{IngestItem, IngestSettings, RedisConfig, Store};
 use recomputer::{Config, RecomputeMetrics, Recomputer, Section};
 
 /// A config for tests: defaults, the given Redis, a unique key prefix.

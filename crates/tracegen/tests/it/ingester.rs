@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use anomaly_core::{BaselineKey, Bucketer, RedisConfig, TimeConfig};
+use anomaly_core::{BaselineKey, Bucketer, TimeConfig};
+use anomaly_store::RedisConfig;
 use anomaly_testkit::{shared_redis_url, unique_prefix};
 use tracegen::feed::unix_nanos;
 use tracegen::push::Pusher;

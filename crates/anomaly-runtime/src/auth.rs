@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::http::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// `<service>.auth`: off unless a token is configured.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -97,10 +97,14 @@ pub async fn require_bearer(
         .map(str::trim);
     match presented {
         Some(token) if tokens.accepts(token) => next.run(request).await,
-        Some(_) => ApiError::unauthorized("the bearer token is not valid").into_response(),
-        None => {
-            ApiError::unauthorized("this API needs an Authorization: Bearer token").into_response()
+        Some(_) => {
+            ApiError::new(ErrorCode::Unauthorized, "the bearer token is not valid").into_response()
         }
+        None => ApiError::new(
+            ErrorCode::Unauthorized,
+            "this API needs an Authorization: Bearer token",
+        )
+        .into_response(),
     }
 }
 

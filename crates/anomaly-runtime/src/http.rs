@@ -1,19 +1,16 @@
-//! HTTP plumbing shared by the checker and the ingester: the contract's error shape, JSON and
-//! query extractors whose rejections use it, probes, the metrics middleware, limits and load
-//! shedding.
-//!
-//! Errors are `{"error": {"code": "SNAKE_CASE", "message": "..."}}`. 4xx bodies say what was
-//! wrong; 5xx bodies are opaque and the detail goes to the log.
+//! HTTP plumbing shared by the checker and the ingester: JSON and query extractors whose
+//! rejections come out in the contract's error shape, probes, the metrics middleware, limits
+//! and load shedding. Every error answered here, `/readyz`'s 503 included, is a
+//! [`crate::error::ApiError`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anomaly_core::ConfigError;
-use anomaly_store::{Store, StoreError};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use anomaly_store::Store;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::http::{header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,136 +22,8 @@ use tower::BoxError;
 use tower::ServiceBuilder;
 
 use crate::auth::{self, Tokens};
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
-
-/// An API error in the contract's shape.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub retry_after_secs: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
-    }
-
-    pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
-    }
-
-    /// 503 with `Retry-After`, for transient conditions.
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            retry_after_secs: Some(1),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
-        }
-    }
-
-    /// 500 with an opaque body; `detail` is logged, never sent.
-    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "internal error; see the service logs",
-        )
-    }
-
-    /// The JSON body, for embedding per-item errors in batch responses.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
-}
-
-/// The Unix second of the last "redis unavailable" warning: during an outage every request
-/// fails the same way, and one line a second says it without flooding the log pipeline (the
-/// `anomaly_redis_errors_total` metric counts them all).
-static LAST_UNAVAILABLE_WARNING: AtomicU64 = AtomicU64::new(0);
-
-/// Whether nothing was logged yet in second `now` through `slot`; marks it logged.
-fn first_in_second(slot: &AtomicU64, now: u64) -> bool {
-    slot.swap(now, Ordering::Relaxed) != now
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if first_in_second(&LAST_UNAVAILABLE_WARNING, now) {
-                tracing::warn!(error = %e, "redis unavailable");
-            }
-            ApiError::unavailable(
-                "REDIS_UNAVAILABLE",
-                "Redis cannot be reached; retry shortly",
-            )
-        } else {
-            ApiError::internal(&e)
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        match r.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::payload_too_large("the request body is larger than this service accepts")
-            }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "send the body as JSON with Content-Type: application/json",
-            ),
-            _ => match r {
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::bad_request("MALFORMED_JSON", e.body_text())
-                }
-                JsonRejection::JsonDataError(e) => {
-                    ApiError::bad_request("INVALID_BODY", e.body_text())
-                }
-                other => ApiError::bad_request("INVALID_BODY", other.body_text()),
-            },
-        }
-    }
-}
 
 /// `axum::Json` whose rejections come out in the contract's error shape.
 #[derive(Debug, Clone, Copy, Default)]
@@ -182,7 +51,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request("INVALID_QUERY", e.body_text()))
+            .map_err(|e: QueryRejection| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -267,9 +136,15 @@ pub fn protect_api(api: Router, limits: &HttpLimits, tokens: Tokens) -> Router {
 
 async fn overloaded(err: BoxError) -> ApiError {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::unavailable("OVERLOADED", "too many requests in flight; retry shortly")
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "too many requests in flight; retry shortly",
+        )
     } else if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::unavailable("TIMEOUT", "the request took too long; retry shortly")
+        ApiError::new(
+            ErrorCode::Timeout,
+            "the request took too long; retry shortly",
+        )
     } else {
         ApiError::internal(&err)
     }
@@ -320,14 +195,8 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
         Err(e) => {
             state.metrics.common.redis_error("ping");
             tracing::warn!(error = %e, "not ready: redis unavailable");
-            let mut body =
-                ApiError::unavailable("REDIS_UNAVAILABLE", "Redis cannot be reached").body();
-            body["checks"] = serde_json::Value::Object(checks);
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(1u32));
-            response
+            let error = ApiError::new(ErrorCode::RedisUnavailable, "Redis cannot be reached");
+            error.respond(json!({"error": error.body().error, "checks": checks}))
         }
     }
 }
@@ -346,11 +215,10 @@ async fn metrics_text(State(state): State<ProbeState>) -> Response {
 /// Finishes a service's router: JSON 404/405 answers and request metrics on every route.
 pub fn finish(router: Router, metrics: Metrics) -> Router {
     router
-        .fallback(|| async { ApiError::not_found("NOT_FOUND", "no such route") })
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
+                ErrorCode::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -419,25 +287,4 @@ async fn trace_request(request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn warns_once_a_second() {
-        let slot = AtomicU64::new(0);
-        // (second, logged)
-        let cases = [
-            (100, true),
-            (100, false),
-            (100, false),
-            (101, true),
-            (103, true),
-        ];
-        for (now, logged) in cases {
-            assert_eq!(first_in_second(&slot, now), logged, "second {now}");
-        }
-    }
 }

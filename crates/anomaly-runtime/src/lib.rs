@@ -1,10 +1,12 @@
 //! What every service shares, so the three binaries stay thin: configuration loading (figment:
-//! defaults, YAML file, `ANOMALY_` environment), telemetry, and the HTTP plumbing (the JSON
-//! error shape, probes, metrics, authentication, limits and graceful shutdown).
+//! defaults, YAML file, `ANOMALY_` environment), telemetry, the error contract (codes, their
+//! statuses, the JSON error shape) and the HTTP plumbing (probes, metrics, authentication,
+//! limits and graceful shutdown).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod shutdown;

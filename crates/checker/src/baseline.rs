@@ -4,7 +4,8 @@
 use anomaly_core::key::parse_hour;
 use anomaly_core::time::hour_range;
 use anomaly_core::{BaselineKey, DayType, DurationMs, NameField, Verdict};
-use anomaly_runtime::http::{ApiError, ApiQuery};
+use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
+use anomaly_runtime::http::ApiQuery;
 use axum::Json;
 use axum::extract::State;
 use chrono::Weekday;
@@ -90,10 +91,10 @@ pub(crate) struct BucketRange {
     params(BaselineQuery),
     responses(
         (status = 200, description = "The stored baseline", body = BaselineResponse),
-        (status = 400, description = "A parameter is missing or invalid (INVALID_SERVICE, INVALID_ENDPOINT, INVALID_HOUR, INVALID_DAY_TYPE, INVALID_QUERY)", body = crate::check::ErrorBody),
-        (status = 401, description = "Authentication is on and the bearer token is missing or wrong", body = crate::check::ErrorBody),
-        (status = 404, description = "No baseline is stored for the key (BASELINE_NOT_FOUND)", body = crate::check::ErrorBody),
-        (status = 503, description = "Redis cannot be reached (REDIS_UNAVAILABLE) or the service is overloaded; retry after Retry-After seconds", body = crate::check::ErrorBody),
+        (status = 400, description = "A parameter is missing or invalid (INVALID_SERVICE, INVALID_ENDPOINT, INVALID_HOUR, INVALID_DAY_TYPE, INVALID_QUERY)", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No baseline is stored for the key (BASELINE_NOT_FOUND)", body = ErrorBody),
+        (status = 503, description = "Redis cannot be reached (REDIS_UNAVAILABLE) or the service is overloaded; retry after Retry-After seconds", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_baseline(
@@ -106,8 +107,8 @@ pub(crate) async fn get_baseline(
     })?;
     let description = state.describe(key.hour, key.day_type).to_owned();
     let Some(baseline) = baseline else {
-        return Err(ApiError::not_found(
-            "BASELINE_NOT_FOUND",
+        return Err(ApiError::new(
+            ErrorCode::BaselineNotFound,
             format!(
                 "no baseline is stored for {} {} on {description}; one appears after the \
                  recomputer has processed samples for this key",
@@ -146,27 +147,26 @@ pub(crate) async fn get_baseline(
 
 fn parse_key(query: &BaselineQuery, state: &AppState) -> Result<BaselineKey, ApiError> {
     let limits = &state.limits;
-    let required = |v: &Option<String>, name: &str, code: &'static str| {
-        v.clone().ok_or_else(|| {
-            ApiError::bad_request(code, format!("query parameter {name} is missing"))
-        })
+    let required = |v: &Option<String>, name: &str, code: ErrorCode| {
+        v.clone()
+            .ok_or_else(|| ApiError::new(code, format!("query parameter {name} is missing")))
     };
-    let service = required(&query.service, "service", "INVALID_SERVICE")?;
+    let service = required(&query.service, "service", ErrorCode::InvalidService)?;
     limits
         .names
         .check(NameField::Service, &service)
         .map_err(key_error)?;
-    let endpoint = required(&query.endpoint, "endpoint", "INVALID_ENDPOINT")?;
+    let endpoint = required(&query.endpoint, "endpoint", ErrorCode::InvalidEndpoint)?;
     limits
         .names
         .check(NameField::Endpoint, &endpoint)
         .map_err(key_error)?;
-    let hour = required(&query.hour, "hour", "INVALID_HOUR")?;
+    let hour = required(&query.hour, "hour", ErrorCode::InvalidHour)?;
     let hour =
-        parse_hour(&hour).map_err(|e| ApiError::bad_request("INVALID_HOUR", e.to_string()))?;
-    let day_type = required(&query.day_type, "dayType", "INVALID_DAY_TYPE")?;
+        parse_hour(&hour).map_err(|e| ApiError::new(ErrorCode::InvalidHour, e.to_string()))?;
+    let day_type = required(&query.day_type, "dayType", ErrorCode::InvalidDayType)?;
     let day_type: DayType = day_type.parse().map_err(|e: anomaly_core::KeyError| {
-        ApiError::bad_request("INVALID_DAY_TYPE", e.to_string())
+        ApiError::new(ErrorCode::InvalidDayType, e.to_string())
     })?;
     BaselineKey::with_rules(service, endpoint, hour, day_type, limits.names).map_err(key_error)
 }

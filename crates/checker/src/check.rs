@@ -12,10 +12,10 @@ use anomaly_core::{
     Baseline, BaselineKey, Bucket, DurationMs, KeyError, NameField, ReasonContext, Status,
     UnixNanos, Verdict,
 };
-use anomaly_runtime::http::{ApiError, ApiJson};
+use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
+use anomaly_runtime::http::ApiJson;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -192,33 +192,6 @@ pub(crate) enum BatchResult {
     Failed(ErrorBody),
 }
 
-/// The contract's error shape.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// A stable SNAKE_CASE code, e.g. INVALID_DURATION.
-    #[schema(example = "INVALID_DURATION")]
-    code: String,
-    /// What was wrong, for people.
-    #[schema(example = "durationMs must not be negative")]
-    message: String,
-}
-
-impl From<&ApiError> for ErrorBody {
-    fn from(e: &ApiError) -> Self {
-        ErrorBody {
-            error: ErrorDetail {
-                code: e.code.to_owned(),
-                message: e.message.clone(),
-            },
-        }
-    }
-}
-
 /// A check whose fields all passed validation.
 #[derive(Debug)]
 struct ValidCheck {
@@ -270,16 +243,15 @@ pub(crate) async fn check_batch(
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let Some(items) = request.items else {
-        return Err(ApiError::bad_request(
-            "INVALID_BODY",
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
             "the body must be {\"items\": [CheckRequest...]}",
         ));
     };
     let max = state.limits.max_batch_items;
     if items.len() > max {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BATCH_TOO_LARGE",
+            ErrorCode::BatchTooLarge,
             format!(
                 "the batch has {} items, more than the limit of {max} (checker.max_batch_items); split it",
                 items.len()
@@ -291,13 +263,13 @@ pub(crate) async fn check_batch(
         .into_iter()
         .map(|item| {
             if !item.is_object() {
-                return Err(ApiError::bad_request(
-                    "INVALID_ITEM",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidItem,
                     "each item must be a JSON object",
                 ));
             }
             let request = CheckRequest::deserialize(item)
-                .map_err(|e| ApiError::bad_request("INVALID_ITEM", e.to_string()))?;
+                .map_err(|e| ApiError::new(ErrorCode::InvalidItem, e.to_string()))?;
             validate(request, &state, now)
         })
         .collect();
@@ -320,7 +292,7 @@ pub(crate) async fn check_batch(
                 let baseline = index.get(&valid.key).and_then(|&i| baselines[i]);
                 BatchResult::Checked(Box::new(judge(&state, valid, baseline, now)))
             }
-            Err(e) => BatchResult::Failed(ErrorBody::from(e)),
+            Err(e) => BatchResult::Failed(e.body()),
         })
         .collect();
     Ok(Json(BatchResponse { results }))
@@ -343,12 +315,12 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
     )?;
     let start = timestamp(request.start_time_unix_nano.as_ref(), limits, now)?;
     let duration = match &request.duration_ms {
-        None => Err(ApiError::bad_request(
-            "INVALID_DURATION",
+        None => Err(ApiError::new(
+            ErrorCode::InvalidDuration,
             "durationMs is missing",
         )),
         Some(v) => DurationMs::from_json(Some(v))
-            .map_err(|e| ApiError::bad_request("INVALID_DURATION", e.to_string())),
+            .map_err(|e| ApiError::new(ErrorCode::InvalidDuration, e.to_string())),
     }?;
     let bucket = state.bucketer.bucket(start.to_datetime());
     let key = BaselineKey::with_rules(
@@ -376,15 +348,12 @@ fn name(
 ) -> Result<String, ApiError> {
     let s = match value {
         None => {
-            return Err(ApiError::bad_request(
-                field.code(),
-                format!("{wire} is missing"),
-            ));
+            return Err(ApiError::new(field.into(), format!("{wire} is missing")));
         }
         Some(Value::String(s)) => s,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                field.code(),
+            return Err(ApiError::new(
+                field.into(),
                 format!("{wire} must be a string"),
             ));
         }
@@ -396,11 +365,11 @@ fn name(
 /// A refused key part as a 400 with its code (INVALID_SERVICE, INVALID_ENDPOINT, ...), the
 /// same code the ingester gives the same name.
 pub(crate) fn key_error(e: KeyError) -> ApiError {
-    ApiError::bad_request(e.code(), e.to_string())
+    ApiError::new((&e).into(), e.to_string())
 }
 
 fn timestamp(value: Option<&Value>, limits: &InputLimits, now: Now) -> Result<UnixNanos, ApiError> {
-    let invalid = |m: String| ApiError::bad_request("INVALID_START_TIME", m);
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidStartTime, m);
     let value = value.ok_or_else(|| invalid("startTimeUnixNano is missing".to_owned()))?;
     let start = UnixNanos::from_json(value).map_err(|e| invalid(e.to_string()))?;
     let skew = limits.max_future_skew;

@@ -2,6 +2,7 @@
 //! cannot drift from the code), served at `GET /openapi.json` and kept in the repository as
 //! `openapi/checker.json` (a test fails when the two differ).
 
+use anomaly_runtime::error::{ErrorBody, ErrorCode, ErrorDetail};
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -10,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use crate::baseline::{BaselineResponse, BucketRange, KeyBody};
 use crate::check::{
     BaselineBody, BatchRequest, BatchResponse, BatchResult, BoundName, BucketBody, CheckRequest,
-    CheckResponse, CheckStatus, DayTypeBody, ErrorBody, ErrorDetail,
+    CheckResponse, CheckStatus, DayTypeBody,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +40,7 @@ use crate::check::{
         BatchResult,
         ErrorBody,
         ErrorDetail,
+        ErrorCode,
         BaselineResponse,
         KeyBody,
         BucketRange

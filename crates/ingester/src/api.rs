@@ -8,10 +8,10 @@
 //! later. A 200 means every stored trace is in Redis; when Redis cannot be reached the answer
 //! is 503 and the batch may be retried whole (stored traces then count as duplicates).
 
-use anomaly_runtime::http::{ApiError, ApiJson};
+use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
+use anomaly_runtime::http::ApiJson;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -90,19 +90,6 @@ pub struct ItemErrorBody {
     pub message: String,
 }
 
-/// The error shape of every non-200 answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    #[schema(example = "MALFORMED_JSON")]
-    pub code: String,
-    pub message: String,
-}
-
 /// Stores a batch of traces as latency samples.
 #[utoipa::path(
     post,
@@ -125,8 +112,7 @@ pub(crate) async fn ingest_traces(
 ) -> Result<Json<IngestResponse>, ApiError> {
     if request.traces.len() > state.max_batch_items {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BATCH_TOO_LARGE",
+            ErrorCode::BatchTooLarge,
             format!(
                 "{} traces in one request; at most {} are accepted, split the batch",
                 request.traces.len(),
@@ -172,7 +158,7 @@ impl Modify for BearerAuth {
         description = "Push API of the ingester: traces in Tempo's search shape become latency samples. Probes: GET /healthz, GET /readyz, GET /metrics."
     ),
     paths(ingest_traces),
-    components(schemas(IngestRequest, TempoTrace, IngestResponse, ItemErrorBody, ErrorBody, ErrorDetail)),
+    components(schemas(IngestRequest, TempoTrace, IngestResponse, ItemErrorBody, ErrorBody, ErrorDetail, ErrorCode)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

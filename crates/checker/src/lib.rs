@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::net::TcpListener;
 
-pub use openapi::{openapi, openapi_json};
+pub use openapi::openapi_json;
 
 use crate::state::AppState;
 
@@ -153,7 +153,7 @@ pub fn app(config: &Config) -> anyhow::Result<Router> {
         .route("/v1/baseline", get(baseline::get_baseline))
         .with_state(state.clone());
     let api = http::trace(http::protect_api(api, &config.service.limits, tokens));
-    let docs = Router::new().route("/openapi.json", get(openapi::serve));
+    let docs = anomaly_runtime::openapi::route(openapi_json);
     let probes = http::probes(state.store().clone(), state.metrics().clone(), Vec::new());
     Ok(http::finish(
         api.merge(docs).merge(probes),

@@ -3,10 +3,8 @@
 //! `openapi/checker.json` (a test fails when the two differ).
 
 use anomaly_runtime::error::{ErrorBody, ErrorCode, ErrorDetail};
-use axum::http::header;
-use axum::response::IntoResponse;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use anomaly_runtime::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 use crate::baseline::{BaselineResponse, BucketRange, KeyBody};
 use crate::check::{
@@ -54,38 +52,7 @@ use crate::check::{
 )]
 struct ApiDoc;
 
-/// Declares the optional bearer authentication (`checker.auth`).
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-            );
-        }
-    }
-}
-
-/// The checker's OpenAPI document.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
-    // The crate's version is a workspace placeholder; the API's version is the path's `v1`.
-    doc.info.version = "1".to_owned();
-    doc
-}
-
-/// The document as pretty JSON with a final newline, as kept in `openapi/checker.json`.
+/// The checker's OpenAPI document as pretty JSON, as kept in `openapi/checker.json`.
 pub fn openapi_json() -> String {
-    let mut text = openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    text.push('\n');
-    text
-}
-
-pub(crate) async fn serve() -> impl IntoResponse {
-    // Generating takes microseconds and the route is rarely hit; no need to keep a copy.
-    ([(header::CONTENT_TYPE, "application/json")], openapi_json())
+    anomaly_runtime::openapi::openapi_json(ApiDoc::openapi())
 }

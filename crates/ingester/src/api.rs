@@ -10,12 +10,12 @@
 
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use anomaly_runtime::http::ApiJson;
+use anomaly_runtime::openapi::BearerAuth;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::ingest::Ingest;
 use crate::metrics::Source;
@@ -139,18 +139,6 @@ pub(crate) async fn ingest_traces(
     }))
 }
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -165,10 +153,5 @@ struct ApiDoc;
 
 /// The OpenAPI document, pretty-printed (what `openapi/ingester.json` holds).
 pub fn openapi_json() -> String {
-    let mut doc = ApiDoc::openapi();
-    // The version is the contract's, not the crate's (internal crates are all 0.0.0).
-    doc.info.version = "1".to_owned();
-    let mut json = doc.to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
+    anomaly_runtime::openapi::openapi_json(ApiDoc::openapi())
 }

@@ -30,7 +30,7 @@ use anomaly_runtime::http::{self, ExtraCheck};
 use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::{IngestSettings, Store};
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::post;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -156,15 +156,7 @@ impl Ingester {
             extra.push(("tempo", Arc::new(move || status.check())));
         }
         let probes = http::probes(self.store.clone(), self.metrics.clone(), extra);
-        let openapi = Router::new().route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    api::openapi_json(),
-                )
-            }),
-        );
+        let openapi = anomaly_runtime::openapi::route(api::openapi_json);
         http::finish(api.merge(probes).merge(openapi), self.metrics.clone())
     }
 

@@ -489,7 +489,12 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     let traces_per_sec = result.requests_per_sec * f64::from(setup.ingest_batch);
 
     // Every acknowledged trace is in Redis: count the dedup markers.
-    let seen = count_keys(&server, "bench:seen:*")?;
+    let store = Store::connect(&RedisConfig {
+        url: server.url(),
+        key_prefix: "bench:".into(),
+        ..RedisConfig::default()
+    })?;
+    let seen = count_keys(&server, &store.keys().seen_pattern())?;
     ensure!(seen > 0, "no trace was stored");
 
     eprintln!("redis-benchmark lpush");

@@ -162,11 +162,7 @@ fn paced(
 /// the run reaches (traffic starts a minute in the past; a run across the hour moves to the next
 /// bucket's keys), so the soak measures a steady state: with half-empty windows the
 /// recomputer's working set would grow all run long with the windows, which is not a leak.
-async fn seed_full_windows(
-    server: &RedisServer,
-    keys: u32,
-    duration: Duration,
-) -> anyhow::Result<()> {
+async fn seed_full_windows(store: &Store, keys: u32, duration: Duration) -> anyhow::Result<()> {
     let time = anomaly_core::TimeConfig::default();
     let bucketer = anomaly_core::Bucketer::new(&time);
     let now = chrono::Utc::now();
@@ -186,11 +182,6 @@ async fn seed_full_windows(
         }
     }
     let window = anomaly_core::StatsConfig::default().window_size;
-    let store = Store::connect(&RedisConfig {
-        url: server.url(),
-        key_prefix: "soak:".into(),
-        ..RedisConfig::default()
-    })?;
     eprintln!(
         "seeding {keys} windows of {window} samples in {} hour bucket(s)",
         buckets.len()
@@ -242,7 +233,13 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
         ("ANOMALY_DEDUP_TTL", "2m".to_owned()),
         ("ANOMALY_RECOMPUTER__INTERVAL", "5s".to_owned()),
     ];
-    seed_full_windows(&server, soak.keys, soak.duration).await?;
+    // The services' store, for seeding and for watching the dirty backlog.
+    let store = Store::connect(&RedisConfig {
+        url: server.url(),
+        key_prefix: "soak:".into(),
+        ..RedisConfig::default()
+    })?;
+    seed_full_windows(&store, soak.keys, soak.duration).await?;
     let checker = Service::start(
         "checker",
         &soak.bin_dir,
@@ -357,10 +354,7 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
             ingest_p99: i99,
             rss,
             redis_memory: info_field(&server, "memory", "used_memory"),
-            backlog: raw_command(server.addr(), &["SCARD", "soak:dirtyKeys"])
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
+            backlog: store.dirty_len().await.unwrap_or(0),
         };
         eprintln!(
             "{:4} {:7} {:3} {:7.2} {:7.2} | {:7} {:3} {:7.1} | {:>11} {:>8} {:>10} | {:>6} {:7}",
@@ -390,9 +384,7 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
     let drained = {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let left: u64 = raw_command(server.addr(), &["SCARD", "soak:dirtyKeys"])?
-                .parse()
-                .unwrap_or(u64::MAX);
+            let left = store.dirty_len().await?;
             if left == 0 {
                 break true;
             }

@@ -1,8 +1,12 @@
-//! Key strings. Nothing outside this crate builds one.
+//! Key strings: every key of the layout is spelled here, once, and nowhere else in the
+//! workspace. The store's operations build their keys through [`Keys`]; tests and tools see it
+//! only through the `testing` feature (`Store::keys`), so they inspect the same names the store
+//! writes instead of spelling them again.
 
-use anomaly_core::{BaselineKey, TraceId};
+use anomaly_core::TraceId;
 
-/// Builds every Redis key behind one prefix.
+/// Builds every Redis key behind one prefix. `body` is an encoded key
+/// ([`anomaly_core::BaselineKey::encode`]).
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -15,79 +19,102 @@ impl Keys {
         }
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// `dur:{B}` for an encoded body.
-    pub(crate) fn dur(&self, body: &str) -> String {
+    /// `dur:{B}`: the window (LIST, newest first).
+    pub fn dur(&self, body: &str) -> String {
         format!("{}dur:{{{body}}}", self.prefix)
     }
 
-    /// `base:{B}` for an encoded body.
-    pub(crate) fn base(&self, body: &str) -> String {
+    /// `base:{B}`: the baseline hash, and field `v`, the window's write count.
+    pub fn base(&self, body: &str) -> String {
         format!("{}base:{{{body}}}", self.prefix)
     }
 
-    pub(crate) fn dirty(&self) -> String {
+    /// `dirtyKeys`: bodies awaiting recompute.
+    pub fn dirty(&self) -> String {
         format!("{}dirtyKeys", self.prefix)
     }
 
-    pub(crate) fn key_index(&self) -> String {
+    /// `keyIndex`: every body with a window.
+    pub fn key_index(&self) -> String {
         format!("{}keyIndex", self.prefix)
     }
 
-    pub(crate) fn seen(&self, trace: &TraceId) -> String {
+    /// `seen:{traceID}`: the dedup marker of a trace.
+    pub fn seen(&self, trace: &TraceId) -> String {
         format!("{}seen:{{{trace}}}", self.prefix)
     }
 
-    /// The window key of a baseline key; public for tests and tools that inspect Redis.
-    pub fn window_key(&self, key: &BaselineKey) -> String {
-        self.dur(&key.encode())
+    /// A `SCAN MATCH` pattern of every dedup marker, for tests and benchmarks that count them.
+    #[cfg(feature = "testing")]
+    pub fn seen_pattern(&self) -> String {
+        format!("{}seen:*", self.prefix)
     }
 
-    /// The baseline hash key of a baseline key; public for tests and tools.
-    pub fn baseline_key(&self, key: &BaselineKey) -> String {
-        self.base(&key.encode())
+    /// `poller:lease`: the ingester replica that polls Tempo (see `poller`).
+    pub fn poller_lease(&self) -> String {
+        format!("{}poller:lease", self.prefix)
     }
 
-    pub fn dirty_set(&self) -> String {
-        self.dirty()
+    /// `poller:cursor`: the end of the last window fully ingested.
+    pub fn poller_cursor(&self) -> String {
+        format!("{}poller:cursor", self.prefix)
     }
 
-    pub fn seen_key(&self, trace: &TraceId) -> String {
-        self.seen(trace)
+    /// `backfill:{job}`: how far a backfill got.
+    pub fn backfill(&self, job: &str) -> String {
+        format!("{}backfill:{job}", self.prefix)
     }
 
-    /// A key of this deployment with a free-form suffix, for the poller's cursor and lease and
-    /// the recomputer's bookkeeping (see those modules).
-    pub(crate) fn named(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+    /// `recomputer:workers`: every recomputer that claimed keys (see `recompute`).
+    pub fn workers(&self) -> String {
+        format!("{}recomputer:workers", self.prefix)
+    }
+
+    /// `recomputer:alive:<worker>`: a worker's heartbeat.
+    pub fn alive(&self, worker: &str) -> String {
+        format!("{}recomputer:alive:{worker}", self.prefix)
+    }
+
+    /// `recomputer:inflight:<worker>`: the bodies a worker claimed and has not committed.
+    pub fn inflight(&self, worker: &str) -> String {
+        format!("{}recomputer:inflight:{worker}", self.prefix)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anomaly_core::DayType;
+    use anomaly_core::{BaselineKey, DayType};
 
     #[test]
     fn layout_matches_the_contract() {
         let keys = Keys::new("prod:");
         let k = BaselineKey::new("checkout", "POST /pay", 14, DayType::Weekday).unwrap();
-        assert_eq!(
-            keys.window_key(&k),
-            "prod:dur:{checkout|POST /pay|14|weekday}"
-        );
-        assert_eq!(
-            keys.baseline_key(&k),
-            "prod:base:{checkout|POST /pay|14|weekday}"
-        );
-        assert_eq!(keys.dirty_set(), "prod:dirtyKeys");
         let t = TraceId::parse("AF7651916cd43dd8448eb211c80319c").unwrap();
-        assert_eq!(
-            keys.seen_key(&t),
-            "prod:seen:{0af7651916cd43dd8448eb211c80319c}"
-        );
+        let cases = [
+            (
+                keys.dur(&k.encode()),
+                "prod:dur:{checkout|POST /pay|14|weekday}",
+            ),
+            (
+                keys.base(&k.encode()),
+                "prod:base:{checkout|POST /pay|14|weekday}",
+            ),
+            (keys.dirty(), "prod:dirtyKeys"),
+            (keys.key_index(), "prod:keyIndex"),
+            (
+                keys.seen(&t),
+                "prod:seen:{0af7651916cd43dd8448eb211c80319c}",
+            ),
+            (keys.poller_lease(), "prod:poller:lease"),
+            (keys.poller_cursor(), "prod:poller:cursor"),
+            (keys.backfill("b1"), "prod:backfill:b1"),
+            (keys.workers(), "prod:recomputer:workers"),
+            (keys.alive("w1"), "prod:recomputer:alive:w1"),
+            (keys.inflight("w1"), "prod:recomputer:inflight:w1"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

@@ -13,7 +13,11 @@
 mod config;
 mod error;
 mod ingest;
+// Public only with `testing`: without it, `Keys` and its names are the crate's own.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod keys;
+#[cfg(feature = "testing")]
+mod testing;
 mod windows;
 
 pub mod poller;
@@ -34,6 +38,7 @@ use secrecy::ExposeSecret;
 pub use config::RedisConfig;
 pub use error::StoreError;
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
+#[cfg(feature = "testing")]
 pub use keys::Keys;
 pub use windows::DirtyBatch;
 
@@ -106,7 +111,7 @@ type Pool = managed::Pool<PingIdle>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    keys: Keys,
+    keys: keys::Keys,
     timeout: Duration,
 }
 
@@ -193,13 +198,9 @@ impl Store {
             .map_err(|e| StoreError::Config(format!("redis pool: {e}")))?;
         Ok(Store {
             pool,
-            keys: Keys::new(&config.key_prefix),
+            keys: keys::Keys::new(&config.key_prefix),
             timeout: config.timeout,
         })
-    }
-
-    pub fn keys(&self) -> &Keys {
-        &self.keys
     }
 
     /// PING: whether Redis answers right now.

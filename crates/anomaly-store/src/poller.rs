@@ -79,22 +79,10 @@ impl BackfillProgress {
 }
 
 impl Store {
-    fn lease_key(&self) -> String {
-        self.keys.named("poller:lease")
-    }
-
-    fn cursor_key(&self) -> String {
-        self.keys.named("poller:cursor")
-    }
-
-    fn backfill_key(&self, job: &str) -> String {
-        self.keys.named(&format!("backfill:{job}"))
-    }
-
     /// Takes the poller lease for `ttl` if it is free, or extends it if `owner` holds it.
     /// Returns whether `owner` holds it now.
     pub async fn acquire_lease(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.lease_key();
+        let key = self.keys.poller_lease();
         let ttl_ms = ttl.as_millis().max(1) as u64;
         self.run("acquire_lease", async |conn| {
             let set: Option<String> = redis::cmd("SET")
@@ -121,7 +109,7 @@ impl Store {
 
     /// Extends the lease if `owner` still holds it; returns whether it did.
     pub async fn renew_lease(&self, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.lease_key();
+        let key = self.keys.poller_lease();
         let ttl_ms = ttl.as_millis().max(1) as u64;
         self.run("renew_lease", async |conn| {
             let renewed: i64 = RENEW
@@ -138,7 +126,7 @@ impl Store {
     /// Gives the lease up if `owner` still holds it, so another replica can take over at once;
     /// returns whether it did.
     pub async fn release_lease(&self, owner: &str) -> Result<bool, StoreError> {
-        let key = self.lease_key();
+        let key = self.keys.poller_lease();
         self.run("release_lease", async |conn| {
             let deleted: i64 = RELEASE.key(&key).arg(owner).invoke_async(conn).await?;
             Ok(deleted == 1)
@@ -148,7 +136,7 @@ impl Store {
 
     /// Who holds the lease, if anyone.
     pub async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
-        let key = self.lease_key();
+        let key = self.keys.poller_lease();
         self.run("lease_holder", async |conn| {
             Ok(redis::cmd("GET").arg(&key).query_async(conn).await?)
         })
@@ -157,7 +145,7 @@ impl Store {
 
     /// The end (unix seconds) of the last window fully ingested, if any.
     pub async fn poll_cursor(&self) -> Result<Option<u64>, StoreError> {
-        let key = self.cursor_key();
+        let key = self.keys.poller_cursor();
         self.run("poll_cursor", async |conn| {
             let raw: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await?;
             raw.map(|r| {
@@ -175,7 +163,7 @@ impl Store {
         owner: &str,
         to: u64,
     ) -> Result<CursorAdvance, StoreError> {
-        let (lease, cursor) = (self.lease_key(), self.cursor_key());
+        let (lease, cursor) = (self.keys.poller_lease(), self.keys.poller_cursor());
         self.run("advance_poll_cursor", async |conn| {
             let at: i64 = ADVANCE
                 .key(&lease)
@@ -194,7 +182,7 @@ impl Store {
         &self,
         job: &str,
     ) -> Result<Option<BackfillProgress>, StoreError> {
-        let key = self.backfill_key(job);
+        let key = self.keys.backfill(job);
         self.run("backfill_progress", async |conn| {
             let (from, to, done): (Option<String>, Option<String>, Option<String>) =
                 redis::cmd("HMGET")
@@ -223,7 +211,7 @@ impl Store {
 
     /// Starts (or restarts) backfill `job` over `from..to` with nothing done yet.
     pub async fn start_backfill(&self, job: &str, from: u64, to: u64) -> Result<(), StoreError> {
-        let key = self.backfill_key(job);
+        let key = self.keys.backfill(job);
         self.run("start_backfill", async |conn| {
             let _: i64 = redis::cmd("HSET")
                 .arg(&key)
@@ -242,7 +230,7 @@ impl Store {
 
     /// Records that backfill `job` has ingested everything before `done`.
     pub async fn record_backfill(&self, job: &str, done: u64) -> Result<(), StoreError> {
-        let key = self.backfill_key(job);
+        let key = self.keys.backfill(job);
         self.run("record_backfill", async |conn| {
             let _: i64 = redis::cmd("HSET")
                 .arg(&key)

@@ -129,18 +129,6 @@ pub struct CommitOutcome {
 }
 
 impl Store {
-    fn inflight_key(&self, worker: &str) -> String {
-        self.keys.named(&format!("recomputer:inflight:{worker}"))
-    }
-
-    fn alive_key(&self, worker: &str) -> String {
-        self.keys.named(&format!("recomputer:alive:{worker}"))
-    }
-
-    fn workers_key(&self) -> String {
-        self.keys.named("recomputer:workers")
-    }
-
     /// Pops up to `count` dirty keys into `worker`'s in-flight set and refreshes its heartbeat.
     pub async fn claim_dirty(
         &self,
@@ -150,9 +138,9 @@ impl Store {
     ) -> Result<DirtyBatch, StoreError> {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(self.keys.dirty())
-            .key(self.inflight_key(worker))
-            .key(self.alive_key(worker))
-            .key(self.workers_key())
+            .key(self.keys.inflight(worker))
+            .key(self.keys.alive(worker))
+            .key(self.keys.workers())
             .arg(count)
             .arg(heartbeat.as_millis().max(1) as u64)
             .arg(worker);
@@ -161,30 +149,21 @@ impl Store {
                 Ok(inv.invoke_async(conn).await?)
             })
             .await?;
-        let mut batch = DirtyBatch::default();
-        let mut invalid = Vec::new();
-        for body in bodies {
-            match BaselineKey::decode(&body) {
-                Ok(key) => batch.keys.push(key),
-                Err(_) => invalid.push(body),
-            }
-        }
-        if !invalid.is_empty() {
+        let batch = DirtyBatch::decode(bodies);
+        if !batch.invalid.is_empty() {
             // Undecodable bodies are dropped from the in-flight set too, or they would be handed
             // back forever.
-            let inflight = self.inflight_key(worker);
-            let bodies = invalid.clone();
+            let inflight = self.keys.inflight(worker);
             self.run("drop_invalid", async |conn| {
                 let _: i64 = redis::cmd("SREM")
                     .arg(&inflight)
-                    .arg(&bodies)
+                    .arg(&batch.invalid)
                     .query_async(conn)
                     .await?;
                 Ok(())
             })
             .await?;
         }
-        batch.invalid = invalid;
         Ok(batch)
     }
 
@@ -231,16 +210,18 @@ impl Store {
             }
             let flat: Vec<redis::Value> = pipe.query_async(conn).await?;
             flat.chunks(2)
-                .map(|pair| {
-                    let version: Option<String> = redis::from_redis_value_ref(&pair[0])?;
-                    let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])?;
+                .zip(&names)
+                .map(|(pair, (base, dur))| {
+                    let version: Option<String> = redis::from_redis_value_ref(&pair[0])
+                        .map_err(|e| StoreError::bad_data(base, e.to_string()))?;
+                    let window: Vec<i64> = redis::from_redis_value_ref(&pair[1])
+                        .map_err(|e| StoreError::bad_data(dur, e.to_string()))?;
                     Ok(VersionedWindow {
                         samples: window.into_iter().map(|us| us as f64 / 1000.0).collect(),
                         version,
                     })
                 })
-                .collect::<Result<_, redis::RedisError>>()
-                .map_err(|e| StoreError::bad_data("dur:*", e.to_string()))
+                .collect()
         })
         .await
     }
@@ -257,7 +238,7 @@ impl Store {
             return Ok(CommitOutcome::default());
         }
         let mut inv = COMMIT.prepare_invoke();
-        inv.key(self.inflight_key(worker))
+        inv.key(self.keys.inflight(worker))
             .arg(retention.as_millis() as u64);
         for item in items {
             let body = item.key.encode();
@@ -291,7 +272,7 @@ impl Store {
     /// Hands the in-flight keys of every worker whose heartbeat expired back to `dirtyKeys`;
     /// returns how many keys were handed back.
     pub async fn recover_orphans(&self) -> Result<u64, StoreError> {
-        let workers_key = self.workers_key();
+        let workers_key = self.keys.workers();
         let workers: Vec<String> = self
             .run("list_workers", async |conn| {
                 Ok(redis::cmd("SMEMBERS")
@@ -322,10 +303,10 @@ impl Store {
 
     async fn hand_back(&self, worker: &str, force: bool) -> Result<i64, StoreError> {
         let mut inv = HAND_BACK.prepare_invoke();
-        inv.key(self.alive_key(worker))
-            .key(self.inflight_key(worker))
+        inv.key(self.keys.alive(worker))
+            .key(self.keys.inflight(worker))
             .key(self.keys.dirty())
-            .key(self.workers_key())
+            .key(self.keys.workers())
             .arg(worker)
             .arg(if force { "1" } else { "0" });
         self.run("hand_back", async |conn| Ok(inv.invoke_async(conn).await?))
@@ -366,7 +347,7 @@ impl Store {
         if keys.is_empty() {
             return Ok(0);
         }
-        let names: Vec<String> = keys.iter().map(|k| self.keys.window_key(k)).collect();
+        let names: Vec<String> = keys.iter().map(|k| self.keys.dur(&k.encode())).collect();
         let exists: Vec<bool> = self
             .run("prune_index_check", async |conn| {
                 let mut pipe = redis::pipe();

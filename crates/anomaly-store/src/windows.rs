@@ -1,5 +1,7 @@
-//! Windows, the dirty set and baselines: what the recomputer reads and writes and the checker
-//! reads. Operations on many keys are pipelined into one round trip.
+//! The dirty set and baselines as the services use them: the recomputer puts keys back and
+//! counts them, the checker reads baselines. Operations on many keys are pipelined into one round
+//! trip. Windows are read and baselines written only through `recompute`, which keeps claims
+//! and versions; plain reads and writes are the `testing` feature's (see `testing`).
 
 use anomaly_core::{Baseline, BaselineKey};
 use deadpool_redis::redis;
@@ -14,21 +16,9 @@ pub struct DirtyBatch {
     pub invalid: Vec<String>,
 }
 
-const FIELDS: [&str; 5] = ["p50", "p95", "mad", "sampleCount", "updatedAt"];
-
-impl Store {
-    /// Removes and returns up to `count` keys awaiting recompute (SPOP with count).
-    pub async fn pop_dirty(&self, count: usize) -> Result<DirtyBatch, StoreError> {
-        let dirty = self.keys.dirty();
-        let bodies: Vec<String> = self
-            .run("pop_dirty", async |conn| {
-                Ok(redis::cmd("SPOP")
-                    .arg(&dirty)
-                    .arg(count)
-                    .query_async(conn)
-                    .await?)
-            })
-            .await?;
+impl DirtyBatch {
+    /// Sorts popped bodies into keys and the bodies that do not decode.
+    pub(crate) fn decode(bodies: Vec<String>) -> DirtyBatch {
         let mut batch = DirtyBatch::default();
         for body in bodies {
             match BaselineKey::decode(&body) {
@@ -36,9 +26,13 @@ impl Store {
                 Err(_) => batch.invalid.push(body),
             }
         }
-        Ok(batch)
+        batch
     }
+}
 
+const FIELDS: [&str; 5] = ["p50", "p95", "mad", "sampleCount", "updatedAt"];
+
+impl Store {
     /// Puts keys back into `dirtyKeys` (after a failed recompute, so none is forgotten).
     pub async fn mark_dirty(&self, keys: &[BaselineKey]) -> Result<(), StoreError> {
         if keys.is_empty() {
@@ -66,76 +60,6 @@ impl Store {
         .await
     }
 
-    /// The window of one key, newest first, in milliseconds.
-    pub async fn read_window(&self, key: &BaselineKey) -> Result<Vec<f64>, StoreError> {
-        let mut windows = self.read_windows(std::slice::from_ref(key)).await?;
-        Ok(windows.pop().unwrap_or_default())
-    }
-
-    /// The windows of many keys in one round trip, in the order of `keys`.
-    pub async fn read_windows(&self, keys: &[BaselineKey]) -> Result<Vec<Vec<f64>>, StoreError> {
-        let names: Vec<String> = keys.iter().map(|k| self.keys.window_key(k)).collect();
-        let raw: Vec<Vec<i64>> = self
-            .run_holding("read_windows", Hold::Exclusive, async |conn| {
-                let mut pipe = redis::pipe();
-                for name in &names {
-                    pipe.cmd("LRANGE").arg(name).arg(0).arg(-1);
-                }
-                pipe.query_async(conn).await.map_err(|e| {
-                    // A non-integer element makes the whole reply fail to convert.
-                    if e.kind() == redis::ErrorKind::Parse
-                        || e.kind() == redis::ErrorKind::UnexpectedReturnType
-                    {
-                        StoreError::bad_data("dur:*", e.to_string())
-                    } else {
-                        e.into()
-                    }
-                })
-            })
-            .await?;
-        Ok(raw
-            .into_iter()
-            .map(|w| w.into_iter().map(|us| us as f64 / 1000.0).collect())
-            .collect())
-    }
-
-    /// Writes baselines, refreshing their expiry (zero retention keeps them forever).
-    pub async fn write_baselines(
-        &self,
-        items: &[(BaselineKey, Baseline)],
-        retention: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let retention_ms = retention.as_millis() as u64;
-        self.run("write_baselines", async |conn| {
-            let mut pipe = redis::pipe();
-            for (key, b) in items {
-                let name = self.keys.baseline_key(key);
-                pipe.cmd("HSET")
-                    .arg(&name)
-                    .arg("p50")
-                    .arg(b.p50.to_string())
-                    .arg("p95")
-                    .arg(b.p95.to_string())
-                    .arg("mad")
-                    .arg(b.mad.to_string())
-                    .arg("sampleCount")
-                    .arg(b.sample_count)
-                    .arg("updatedAt")
-                    .arg(b.updated_at)
-                    .ignore();
-                if retention_ms > 0 {
-                    pipe.cmd("PEXPIRE").arg(&name).arg(retention_ms).ignore();
-                }
-            }
-            let () = pipe.query_async(conn).await?;
-            Ok(())
-        })
-        .await
-    }
-
     /// The baseline of one key, if any.
     pub async fn baseline(&self, key: &BaselineKey) -> Result<Option<Baseline>, StoreError> {
         let mut all = self.baselines(std::slice::from_ref(key)).await?;
@@ -150,7 +74,7 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = keys.iter().map(|k| self.keys.baseline_key(k)).collect();
+        let names: Vec<String> = keys.iter().map(|k| self.keys.base(&k.encode())).collect();
         // Five values a key: a large batch holds its connection (see [`Hold`]).
         let hold = if names.len() * FIELDS.len() > SHARED_REPLY_VALUES {
             Hold::Exclusive
@@ -206,47 +130,4 @@ fn parse_baseline(name: &str, fields: &[Option<String>]) -> Result<Option<Baseli
             .map_err(|_| StoreError::bad_data(name, "field sampleCount is negative"))?,
         updated_at: int(4)?,
     }))
-}
-
-impl Store {
-    /// Replaces whole windows (samples newest first) and marks their keys dirty, as ingest
-    /// would after that many traces. For benchmarks, demos and imports that need full windows
-    /// without minting a trace ID per sample; live traffic goes through [`Store::ingest`].
-    pub async fn replace_windows(
-        &self,
-        windows: &[(BaselineKey, Vec<anomaly_core::DurationMs>)],
-        retention: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        if windows.is_empty() {
-            return Ok(());
-        }
-        let retention_ms = retention.as_millis() as u64;
-        let dirty = self.keys.dirty();
-        let index = self.keys.key_index();
-        self.run("replace_windows", async |conn| {
-            let mut pipe = redis::pipe();
-            for (key, samples) in windows {
-                let body = key.encode();
-                let (dur, base) = (self.keys.dur(&body), self.keys.base(&body));
-                pipe.cmd("DEL").arg(&dur).ignore();
-                if !samples.is_empty() {
-                    let micros: Vec<i64> = samples
-                        .iter()
-                        .map(|d| crate::ingest::to_micros(*d))
-                        .collect();
-                    pipe.cmd("RPUSH").arg(&dur).arg(micros).ignore();
-                }
-                pipe.cmd("HINCRBY").arg(&base).arg("v").arg(1).ignore();
-                if retention_ms > 0 {
-                    pipe.cmd("PEXPIRE").arg(&dur).arg(retention_ms).ignore();
-                    pipe.cmd("PEXPIRE").arg(&base).arg(retention_ms).ignore();
-                }
-                pipe.cmd("SADD").arg(&index).arg(&body).ignore();
-                pipe.cmd("SADD").arg(&dirty).arg(&body).ignore();
-            }
-            let () = pipe.query_async(conn).await?;
-            Ok(())
-        })
-        .await
-    }
 }

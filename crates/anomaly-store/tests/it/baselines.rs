@@ -105,7 +105,7 @@ async fn corrupt_data_is_reported_not_swallowed() {
     let k = key("svc", 9);
     raw(
         &url,
-        &["HSET", &store.keys().baseline_key(&k), "p50", "abc"],
+        &["HSET", &store.keys().base(&k.encode()), "p50", "abc"],
     );
     let err = store.baseline(&k).await.unwrap_err();
     assert!(
@@ -115,12 +115,12 @@ async fn corrupt_data_is_reported_not_swallowed() {
     assert!(!err.is_unavailable());
     raw(
         &url,
-        &["LPUSH", &store.keys().window_key(&k), "not-a-number"],
+        &["LPUSH", &store.keys().dur(&k.encode()), "not-a-number"],
     );
     let err = store.read_window(&k).await.unwrap_err();
     assert!(!err.is_unavailable(), "{err}");
     // Bodies that do not decode are dropped from the dirty set and reported.
-    raw(&url, &["SADD", &store.keys().dirty_set(), "not|a|key"]);
+    raw(&url, &["SADD", &store.keys().dirty(), "not|a|key"]);
     let batch = store.pop_dirty(10).await.unwrap();
     assert_eq!(batch.invalid, vec!["not|a|key".to_owned()]);
 }

@@ -79,7 +79,7 @@ async fn dedups_with_ttl() {
     };
     assert_eq!(store.ingest(&[again], &s).await.unwrap().duplicates, 1);
     assert_eq!(store.read_window(&k).await.unwrap(), vec![1.0]);
-    let ttl: i64 = raw(&url, &["PTTL", &store.keys().seen_key(&trace(7))])
+    let ttl: i64 = raw(&url, &["PTTL", &store.keys().seen(&trace(7))])
         .parse()
         .unwrap();
     assert!(
@@ -88,8 +88,8 @@ async fn dedups_with_ttl() {
     );
     // The window and its baseline hash (which holds the version) expire together.
     for (what, name) in [
-        ("window", store.keys().window_key(&k)),
-        ("baseline hash", store.keys().baseline_key(&k)),
+        ("window", store.keys().dur(&k.encode())),
+        ("baseline hash", store.keys().base(&k.encode())),
     ] {
         let ttl: i64 = raw(&url, &["PTTL", &name]).parse().unwrap();
         assert!(

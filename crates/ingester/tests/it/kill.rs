@@ -165,7 +165,7 @@ async fn sigkill_mid_batch_loses_no_acknowledged_trace() {
         .map(|n| {
             store
                 .keys()
-                .seen_key(&TraceId::parse(&format!("{n:x}")).unwrap())
+                .seen(&TraceId::parse(&format!("{n:x}")).unwrap())
         })
         .collect();
     for chunk in seen.chunks(500) {

@@ -326,7 +326,7 @@ async fn redis_crash_under_load_loses_no_acknowledged_trace() {
     );
     let seen_keys: Vec<String> = acked
         .iter()
-        .map(|t| store.keys().seen_key(&TraceId::parse(&t.id).unwrap()))
+        .map(|t| store.keys().seen(&TraceId::parse(&t.id).unwrap()))
         .collect();
     for chunk in seen_keys.chunks(500) {
         let mut args = vec!["EXISTS"];

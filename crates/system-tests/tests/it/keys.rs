@@ -107,8 +107,8 @@ async fn baselines_for(names: &[Name]) -> Vec<Value> {
         let key =
             BaselineKey::new(service.clone(), endpoint.clone(), 14, DayType::Weekday).unwrap();
         for redis_key in [
-            store.keys().window_key(&key),
-            store.keys().baseline_key(&key),
+            store.keys().dur(&key.encode()),
+            store.keys().base(&key.encode()),
         ] {
             let tail = &redis_key[prefix.len()..];
             assert_eq!(tail.matches('{').count(), 1, "{tail:?}");

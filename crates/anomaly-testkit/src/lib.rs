@@ -2,8 +2,9 @@
 //!
 //! [`shared_redis_url`] starts one `redis-server` per test process on a free loopback port (or
 //! uses `REDIS_URL` when it is set); [`unique_prefix`] gives every test its own key namespace so
-//! tests sharing a server never see each other's keys. [`RedisServer::start`] gives a test its
-//! own server that it may stop and restart (outage tests).
+//! tests sharing a server never see each other's keys; [`redis_config`] puts the two together
+//! into the `redis:` settings of one test. [`RedisServer::start`] gives a test its own server
+//! that it may stop and restart (outage tests).
 //!
 //! Each server runs under a small `sh` wrapper that reads its standard input from the test
 //! process: when the test process exits for any reason, even SIGKILL, the pipe closes and the
@@ -19,6 +20,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use anomaly_store::RedisConfig;
 
 const INSTALL_HINT: &str = "redis-server is required by the tests and was not found on PATH. \
      Install it (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`) \
@@ -249,6 +252,16 @@ pub fn unique_prefix(test: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("test:{test}:{}-{n}-{nanos}:", std::process::id())
+}
+
+/// The `redis:` settings of one test: Redis at `url` (usually [`shared_redis_url`], or a
+/// [`RedisServer`] of the test's own), a key prefix no other test uses, the rest defaults.
+pub fn redis_config(url: &str, test: &str) -> RedisConfig {
+    RedisConfig {
+        url: url.to_owned(),
+        key_prefix: unique_prefix(test),
+        ..RedisConfig::default()
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.

@@ -9,15 +9,10 @@ mod tls;
 use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DayType, DurationMs, TraceId};
-use anomaly_store::{IngestItem, IngestSettings, RedisConfig, Store};
+use anomaly_store::{IngestItem, IngestSettings, Store};
 
 pub(crate) fn store_at(url: String, test: &str) -> Store {
-    Store::connect(&RedisConfig {
-        url,
-        key_prefix: anomaly_testkit::unique_prefix(test),
-        ..RedisConfig::default()
-    })
-    .expect("store")
+    Store::connect(&anomaly_testkit::redis_config(&url, test)).expect("store")
 }
 
 pub(crate) fn store(test: &str) -> Store {

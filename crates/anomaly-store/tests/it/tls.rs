@@ -63,11 +63,9 @@ fn tls_server(pki: &Pki, auth_clients: &str) -> (RedisServer, u16) {
 
 fn config(port: u16, ca: Option<&Path>) -> RedisConfig {
     RedisConfig {
-        url: format!("rediss://localhost:{port}"),
-        key_prefix: anomaly_testkit::unique_prefix("tls"),
         tls_ca_file: ca.map(Path::to_path_buf),
         timeout: std::time::Duration::from_secs(2),
-        ..RedisConfig::default()
+        ..anomaly_testkit::redis_config(&format!("rediss://localhost:{port}"), "tls")
     }
 }
 

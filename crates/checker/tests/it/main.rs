@@ -34,10 +34,8 @@ use tower::ServiceExt;
 pub(crate) fn config(url: &str, test: &str) -> Config {
     let mut loaded: Config = anomaly_runtime::load::<Section>(None).expect("defaults load");
     loaded.common.redis = RedisConfig {
-        url: url.to_owned(),
-        key_prefix: anomaly_testkit::unique_prefix(test),
         timeout: Duration::from_millis(1000),
-        ..RedisConfig::default()
+        ..anomaly_testkit::redis_config(url, test)
     };
     loaded
 }

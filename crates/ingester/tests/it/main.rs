@@ -15,7 +15,7 @@ mod tempo_client;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anomaly_store::{RedisConfig, Store};
+use anomaly_store::Store;
 use ingester::{Config, Ingester, PollOutcome, Poller, Section};
 use tracegen::tempo::{RunningTempo, Trace};
 
@@ -30,11 +30,7 @@ pub(crate) fn at(secs: u64) -> SystemTime {
 /// for none), retries that do not make tests wait.
 pub(crate) fn config(redis_url: &str, test: &str, tempo: &str) -> Config {
     let mut c: Config = anomaly_runtime::load::<Section>(None).expect("defaults load");
-    c.common.redis = RedisConfig {
-        url: redis_url.to_owned(),
-        key_prefix: anomaly_testkit::unique_prefix(test),
-        ..RedisConfig::default()
-    };
+    c.common.redis = anomaly_testkit::redis_config(redis_url, test);
     c.common.stats.window_size = 100_000;
     let t = &mut c.service.tempo;
     t.url = tempo.to_owned();

@@ -9,17 +9,13 @@ use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DayType, DurationMs, TraceId};
 use anomaly_runtime::config::Loaded;
-use anomaly_store::{IngestItem, IngestSettings, RedisConfig, Store};
+use anomaly_store::{IngestItem, IngestSettings, Store};
 use recomputer::{Config, RecomputeMetrics, Recomputer, Section};
 
 /// A config for tests: defaults, the given Redis, a unique key prefix.
 pub(crate) fn config(url: &str, test: &str) -> Config {
     let mut loaded: Config = anomaly_runtime::load::<Section>(None).expect("defaults load");
-    loaded.common.redis = RedisConfig {
-        url: url.to_owned(),
-        key_prefix: anomaly_testkit::unique_prefix(test),
-        ..RedisConfig::default()
-    };
+    loaded.common.redis = anomaly_testkit::redis_config(url, test);
     loaded
 }
 

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use anomaly_core::{BaselineKey, Bucketer, TimeConfig};
-use anomaly_store::RedisConfig;
-use anomaly_testkit::{shared_redis_url, unique_prefix};
+use anomaly_testkit::{redis_config, shared_redis_url};
 use tracegen::feed::unix_nanos;
 use tracegen::push::Pusher;
 use tracegen::traffic::{Generator, Profile};
@@ -17,11 +16,7 @@ use tracegen::traffic::{Generator, Profile};
 async fn pushed_traffic_is_stored_by_the_real_ingester() {
     let mut config: ingester::Config =
         anomaly_runtime::load::<ingester::Section>(None).expect("the defaults load");
-    config.common.redis = RedisConfig {
-        url: shared_redis_url(),
-        key_prefix: unique_prefix("tracegen_push"),
-        ..RedisConfig::default()
-    };
+    config.common.redis = redis_config(&shared_redis_url(), "tracegen_push");
     // The demo profile follows the services' default calendar (Asia/Taipei, Sat and Sun).
     let time = TimeConfig::default();
     assert_eq!(config.common.time().timezone, time.timezone);

@@ -9,6 +9,9 @@
 //! - `dirtyKeys`: SET of bodies awaiting recompute.
 //! - `seen:{traceID}`: dedup marker with a TTL.
 //! - `keyIndex`: SET of every body with a window, for the cardinality cap and rebuilds.
+//!
+//! Every key is spelled in `keys`. The public operations keep the invariants (claims, versions;
+//! see `recompute`); the `testing` feature adds side doors for tests and tools (see `testing`).
 
 mod config;
 mod error;

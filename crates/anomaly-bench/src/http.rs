@@ -244,12 +244,7 @@ pub(crate) async fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
 async fn check(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     let server = RedisServer::start_ephemeral();
     let work = tempdir()?;
-    let redis = RedisConfig {
-        url: server.url(),
-        key_prefix: "bench:".into(),
-        ..RedisConfig::default()
-    };
-    let store = Store::connect(&redis)?;
+    let store = bench_store(&server)?;
     let all: Vec<BaselineKey> = (0..setup.keys).map(key).collect();
     eprintln!("seeding {} baselines", setup.keys);
     let now = chrono::Utc::now().timestamp_millis();
@@ -489,12 +484,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     let traces_per_sec = result.requests_per_sec * f64::from(setup.ingest_batch);
 
     // Every acknowledged trace is in Redis: count the dedup markers.
-    let store = Store::connect(&RedisConfig {
-        url: server.url(),
-        key_prefix: "bench:".into(),
-        ..RedisConfig::default()
-    })?;
-    let seen = count_keys(&server, &store.keys().seen_pattern())?;
+    let seen = count_keys(&server, &bench_store(&server)?.keys().seen_pattern())?;
     ensure!(seen > 0, "no trace was stored");
 
     eprintln!("redis-benchmark lpush");
@@ -548,6 +538,15 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             None,
         ),
     ])
+}
+
+/// The store of the benchmarked services (prefix `bench:`), for seeding and key names.
+fn bench_store(server: &RedisServer) -> anyhow::Result<Store> {
+    Ok(Store::connect(&RedisConfig {
+        url: server.url(),
+        key_prefix: "bench:".into(),
+        ..RedisConfig::default()
+    })?)
 }
 
 fn count_keys(server: &RedisServer, pattern: &str) -> anyhow::Result<u64> {

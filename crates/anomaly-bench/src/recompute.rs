@@ -116,7 +116,8 @@ fn memory_per_key(
     let picked: Vec<&BaselineKey> = keys.iter().step_by((keys.len() / 100).max(1)).collect();
     let mut total = 0u64;
     for k in &picked {
-        for name in [store.keys().dur(&k.encode()), store.keys().base(&k.encode())] {
+        let body = k.encode();
+        for name in [store.keys().dur(&body), store.keys().base(&body)] {
             let reply = raw_command(server.addr(), &["MEMORY", "USAGE", &name, "SAMPLES", "0"])?;
             total += reply.parse::<u64>().unwrap_or(0);
         }

@@ -68,14 +68,6 @@ impl NameField {
             NameField::Endpoint => "endpoint",
         }
     }
-
-    /// The error code of a refused name, the same at ingest and at check.
-    pub fn code(self) -> &'static str {
-        match self {
-            NameField::Service => "INVALID_SERVICE",
-            NameField::Endpoint => "INVALID_ENDPOINT",
-        }
-    }
 }
 
 impl fmt::Display for NameField {
@@ -162,7 +154,8 @@ impl TryFrom<usize> for NameRules {
     }
 }
 
-/// Why a key or one of its parts was refused.
+/// Why a key or one of its parts was refused. The variant (and a name's [`NameField`]) says
+/// which part; the services map it to their API error code (anomaly-runtime's `ErrorCode`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("{field} name must not be empty")]
@@ -185,21 +178,6 @@ pub enum KeyError {
     Escape { field: &'static str },
     #[error("key body field {field} is not in canonical form")]
     NotCanonical { field: &'static str },
-}
-
-impl KeyError {
-    /// The API error code: a refused name is INVALID_SERVICE or INVALID_ENDPOINT wherever it
-    /// is refused (push, poll, check, baseline lookup).
-    pub fn code(&self) -> &'static str {
-        match self {
-            KeyError::Empty { field } | KeyError::TooLong { field, .. } => field.code(),
-            KeyError::Hour(_) => "INVALID_HOUR",
-            KeyError::DayType(_) => "INVALID_DAY_TYPE",
-            KeyError::FieldCount(_) | KeyError::Escape { .. } | KeyError::NotCanonical { .. } => {
-                "INVALID_KEY"
-            }
-        }
-    }
 }
 
 /// The unit a baseline is kept for.
@@ -478,8 +456,6 @@ mod tests {
                 max: 9
             })
         );
-        assert_eq!(err.unwrap_err().code(), "INVALID_SERVICE");
-        assert_eq!(too_long(10).code(), "INVALID_ENDPOINT");
         assert_eq!(
             too_long(10).to_string(),
             "endpoint name is 10 bytes long, more than the limit of 9 bytes (max_name_bytes)"
@@ -515,30 +491,6 @@ mod tests {
             let err = NameRules::new(bad).unwrap_err();
             assert_eq!(err.key, "max_name_bytes");
             assert!(err.message.contains("from 1 to 65536"), "{err}");
-        }
-    }
-
-    #[test]
-    fn errors_have_the_api_codes() {
-        let cases = [
-            (
-                KeyError::Empty {
-                    field: NameField::Service,
-                },
-                "INVALID_SERVICE",
-            ),
-            (
-                KeyError::Empty {
-                    field: NameField::Endpoint,
-                },
-                "INVALID_ENDPOINT",
-            ),
-            (KeyError::Hour("24".into()), "INVALID_HOUR"),
-            (KeyError::DayType("x".into()), "INVALID_DAY_TYPE"),
-            (KeyError::FieldCount(3), "INVALID_KEY"),
-        ];
-        for (err, code) in cases {
-            assert_eq!(err.code(), code, "{err}");
         }
     }
 

@@ -85,8 +85,7 @@ pub struct ItemErrorBody {
     pub index: usize,
     /// One of INVALID_ITEM, INVALID_TRACE_ID, INVALID_SERVICE, INVALID_ENDPOINT,
     /// INVALID_START_TIME, INVALID_DURATION, INVALID_KEY, PARTIAL_TRACE.
-    #[schema(example = "INVALID_TRACE_ID")]
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -132,7 +131,7 @@ pub(crate) async fn ingest_traces(
             .into_iter()
             .map(|(index, e)| ItemErrorBody {
                 index,
-                code: e.code.to_owned(),
+                code: e.code,
                 message: e.message,
             })
             .collect(),

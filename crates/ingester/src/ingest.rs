@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anomaly_core::{Bucketer, NameRules};
+use anomaly_runtime::error::ErrorCode;
 use anomaly_store::{IngestSettings, Store, StoreError};
 use serde_json::Value;
 
@@ -95,15 +96,15 @@ impl Ingest {
                         report.rejected += 1;
                         report.errors.push((
                             index,
-                            ItemError {
-                                code: "PARTIAL_TRACE",
-                                message: format!(
+                            ItemError::new(
+                                ErrorCode::PartialTrace,
+                                format!(
                                     "rootServiceName is {:?}: the root span has not arrived, so \
                                      the names and duration are not the trace's; send it once \
                                      the trace is complete",
                                     trace::PARTIAL_ROOT
                                 ),
-                            },
+                            ),
                         ));
                     }
                 }
@@ -121,7 +122,7 @@ impl Ingest {
                 source = source.as_str(),
                 invalid = report.errors.len(),
                 first_index = index,
-                first_code = first.code,
+                first_code = first.code.as_str(),
                 first_error = %first.message,
                 "tempo returned traces that cannot become samples; skipped"
             );

@@ -5,6 +5,7 @@
 //! belongs) is reported by index instead of failing the whole batch or poll.
 
 use anomaly_core::{BaselineKey, Bucketer, DurationMs, NameField, NameRules, TraceId, UnixNanos};
+use anomaly_runtime::error::ErrorCode;
 use anomaly_store::IngestItem;
 use regex::Regex;
 use serde_json::Value;
@@ -24,15 +25,15 @@ pub enum Parsed {
     Ignored,
 }
 
-/// Why an item was refused.
+/// Why an item was refused: the API's error codes, reported per item in a 200 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ItemError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ItemError {
             code,
             message: message.into(),
@@ -70,7 +71,7 @@ impl IgnoreRules {
 fn string_field<'a>(
     obj: &'a serde_json::Map<String, Value>,
     name: &str,
-    code: &'static str,
+    code: ErrorCode,
 ) -> Result<&'a str, ItemError> {
     match obj.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -85,7 +86,7 @@ fn string_field<'a>(
 fn check_name(name: &str, field: NameField, names: NameRules) -> Result<(), ItemError> {
     names
         .check(field, name)
-        .map_err(|e| ItemError::new(e.code(), e.to_string()))
+        .map_err(|e| ItemError::new((&e).into(), e.to_string()))
 }
 
 /// [`parse_with`] under the default name rule (`max_name_bytes` 256).
@@ -110,20 +111,20 @@ pub fn parse_with(
 ) -> Result<Parsed, ItemError> {
     let Value::Object(obj) = value else {
         return Err(ItemError::new(
-            "INVALID_ITEM",
+            ErrorCode::InvalidItem,
             "a trace must be a JSON object",
         ));
     };
-    let raw_id = string_field(obj, "traceID", "INVALID_TRACE_ID")?;
-    let trace_id =
-        TraceId::parse(raw_id).map_err(|e| ItemError::new("INVALID_TRACE_ID", e.to_string()))?;
-    let service = string_field(obj, "rootServiceName", NameField::Service.code())?;
+    let raw_id = string_field(obj, "traceID", ErrorCode::InvalidTraceId)?;
+    let trace_id = TraceId::parse(raw_id)
+        .map_err(|e| ItemError::new(ErrorCode::InvalidTraceId, e.to_string()))?;
+    let service = string_field(obj, "rootServiceName", NameField::Service.into())?;
     // Partial before the name rule: the placeholder is Tempo's, not a name to be judged.
     if service == PARTIAL_ROOT {
         return Ok(Parsed::Partial);
     }
     check_name(service, NameField::Service, names)?;
-    let endpoint = string_field(obj, "rootTraceName", NameField::Endpoint.code())?;
+    let endpoint = string_field(obj, "rootTraceName", NameField::Endpoint.into())?;
     check_name(endpoint, NameField::Endpoint, names)?;
     if ignore.matches(service, endpoint) {
         return Ok(Parsed::Ignored);
@@ -134,12 +135,12 @@ pub fn parse_with(
             Err(anomaly_core::TimestampError::Empty),
             UnixNanos::from_json,
         )
-        .map_err(|e| ItemError::new("INVALID_START_TIME", e.to_string()))?;
+        .map_err(|e| ItemError::new(ErrorCode::InvalidStartTime, e.to_string()))?;
     let duration = DurationMs::from_json(obj.get("durationMs"))
-        .map_err(|e| ItemError::new("INVALID_DURATION", e.to_string()))?;
+        .map_err(|e| ItemError::new(ErrorCode::InvalidDuration, e.to_string()))?;
     let bucket = bucketer.bucket(start.to_datetime());
     let key = BaselineKey::with_rules(service, endpoint, bucket.hour, bucket.day_type, names)
-        .map_err(|e| ItemError::new(e.code(), e.to_string()))?;
+        .map_err(|e| ItemError::new((&e).into(), e.to_string()))?;
     Ok(Parsed::Sample(IngestItem {
         trace_id,
         key,
@@ -215,7 +216,7 @@ mod tests {
                 Ok(Parsed::Sample(_)) => Ok("sample"),
                 Ok(Parsed::Partial) => Ok("partial"),
                 Ok(Parsed::Ignored) => Ok("ignored"),
-                Err(e) => Err(e.code),
+                Err(e) => Err(e.code.as_str()),
             };
             assert_eq!(got, want, "{value}");
         }
@@ -262,7 +263,7 @@ mod tests {
                 Ok(Parsed::Sample(_)) => Ok("sample"),
                 Ok(Parsed::Partial) => Ok("partial"),
                 Ok(Parsed::Ignored) => Ok("ignored"),
-                Err(e) => Err(e.code),
+                Err(e) => Err(e.code.as_str()),
             };
             assert_eq!(got, want, "{value}");
         }
@@ -275,6 +276,6 @@ mod tests {
         let default = IgnoreRules::default();
         assert!(parse(&t(&"s".repeat(256), "e"), &bucketer(), &default).is_ok());
         let over = parse(&t(&"s".repeat(257), "e"), &bucketer(), &default).unwrap_err();
-        assert_eq!(over.code, "INVALID_SERVICE");
+        assert_eq!(over.code, ErrorCode::InvalidService);
     }
 }

@@ -1,14 +1,24 @@
 //! Store errors, classified so callers can tell "Redis unreachable" (retry, report not-ready,
-//! answer 503) from a command that Redis refused or data that does not parse.
+//! answer 503) from a command that Redis refused or data that does not parse. The Redis or pool
+//! error behind a failure is kept as its `source`, not flattened into a string.
+
+use std::time::Duration;
 
 use deadpool_redis::PoolError;
 use deadpool_redis::redis::{ErrorKind, RedisError, ServerErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis cannot be reached or did not answer in time: transient, worth retrying.
+    /// Redis cannot be reached or cannot serve for now (refused, dropped, loading, failing
+    /// over): transient, worth retrying.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] RedisError),
+    /// The pool had no connection to give (closed, or its own wait timed out): transient.
+    #[error("redis unavailable: {0}")]
+    NoConnection(#[source] PoolError),
+    /// Redis did not answer `op` within `redis.timeout` (waiting for the pool included).
+    #[error("redis unavailable: {op} timed out after {after:?}")]
+    Timeout { op: &'static str, after: Duration },
     /// Redis answered with an error (wrong type, script error, out of memory...).
     #[error("redis command failed: {0}")]
     Command(#[source] RedisError),
@@ -23,7 +33,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the error means Redis is (for now) out of reach.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::NoConnection(_) | StoreError::Timeout { .. }
+        )
     }
 
     pub(crate) fn bad_data(key: &str, detail: impl Into<String>) -> Self {
@@ -36,7 +49,7 @@ impl StoreError {
     pub(crate) fn from_pool(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) => e.into(),
-            other => StoreError::Unavailable(other.to_string()),
+            other => StoreError::NoConnection(other),
         }
     }
 }
@@ -58,7 +71,7 @@ impl From<RedisError> for StoreError {
                     )
             );
         if transient {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(e)
         } else {
             StoreError::Command(e)
         }

@@ -237,8 +237,10 @@ impl Store {
         F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let timed_out =
-            || StoreError::Unavailable(format!("{op} timed out after {:?}", self.timeout));
+        let timed_out = || StoreError::Timeout {
+            op,
+            after: self.timeout,
+        };
         let result = match tokio::time::timeout_at(deadline, self.pool.get()).await {
             Err(_) => Err(timed_out()),
             Ok(Err(e)) => Err(StoreError::from_pool(e)),

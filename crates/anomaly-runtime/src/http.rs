@@ -288,3 +288,32 @@ async fn trace_request(request: Request, next: Next) -> Response {
     span.record("http.response.status_code", response.status().as_u16());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use anomaly_testkit::{free_port, redis_config};
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::metrics::MetricsBuilder;
+
+    /// Not ready is an error answer like any other (code, Retry-After), plus the checks.
+    #[tokio::test]
+    async fn readyz_answers_an_unreachable_redis_in_the_error_shape() {
+        let url = format!("redis://127.0.0.1:{}", free_port());
+        let store = Store::connect(&redis_config(&url, "readyz")).unwrap();
+        let response = probes(store, MetricsBuilder::new().freeze(), Vec::new())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "REDIS_UNAVAILABLE");
+        let redis = body["checks"]["redis"].as_str().unwrap();
+        assert!(redis.starts_with("redis unavailable: "), "{body}");
+    }
+}

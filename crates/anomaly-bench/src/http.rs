@@ -69,9 +69,9 @@ fn start_nanos(hour: u8, day: DayType) -> i128 {
 
 fn check_body(k: &BaselineKey, duration_ms: f64) -> String {
     serde_json::json!({
-        "rootServiceName": k.service,
-        "rootTraceName": k.endpoint,
-        "startTimeUnixNano": start_nanos(k.hour, k.day_type).to_string(),
+        "rootServiceName": k.service(),
+        "rootTraceName": k.endpoint(),
+        "startTimeUnixNano": start_nanos(k.hour(), k.day_type()).to_string(),
         "durationMs": duration_ms,
     })
     .to_string()
@@ -444,9 +444,9 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         let _ = writeln!(
             keys_text,
             "{}\t{}\t{}",
-            k.service,
-            k.endpoint,
-            start_nanos(k.hour, k.day_type)
+            k.service(),
+            k.endpoint(),
+            start_nanos(k.hour(), k.day_type())
         );
     }
     let keys_file = work.join("keys.tsv");

@@ -194,7 +194,7 @@ async fn seed_full_windows(store: &Store, keys: u32, duration: Duration) -> anyh
         let mut windows = Vec::with_capacity(chunk.len());
         for &(i, hour, day_type) in chunk {
             let k = key(i);
-            let k = BaselineKey::new(k.service, k.endpoint, hour, day_type)?;
+            let k = BaselineKey::new(k.service(), k.endpoint(), hour, day_type)?;
             let samples = (0..window as u64)
                 .map(|j| DurationMs::new((40 + (j * 7919 + u64::from(i)) % 160) as f64))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -272,7 +272,7 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
     let keys: Arc<Vec<(String, String)>> = Arc::new(
         (0..soak.keys)
             .map(key)
-            .map(|k| (k.service, k.endpoint))
+            .map(|k| (k.service().to_owned(), k.endpoint().to_owned()))
             .collect(),
     );
     let run_id: u32 = std::process::id();

@@ -180,17 +180,38 @@ pub enum KeyError {
     NotCanonical { field: &'static str },
 }
 
-/// The unit a baseline is kept for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The unit a baseline is kept for. Its fields are private and it does not deserialize, so a
+/// key is only ever built through [`BaselineKey::new`], [`BaselineKey::with_rules`] or
+/// [`BaselineKey::decode`], each of which checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BaselineKey {
-    pub service: String,
-    pub endpoint: String,
-    pub hour: u8,
-    pub day_type: DayType,
+    service: String,
+    endpoint: String,
+    hour: u8,
+    day_type: DayType,
 }
 
 impl BaselineKey {
+    /// The service (Tempo's `rootServiceName`).
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The endpoint (the root span's name, Tempo's `rootTraceName`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The local hour, 0-23.
+    pub fn hour(&self) -> u8 {
+        self.hour
+    }
+
+    pub fn day_type(&self) -> DayType {
+        self.day_type
+    }
+
     /// Builds a key under the default [`NameRules`] (names of 1 to 256 bytes), checking the
     /// hour. The services build keys with [`BaselineKey::with_rules`] and the configured rule.
     pub fn new(

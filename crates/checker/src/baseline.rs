@@ -105,14 +105,15 @@ pub(crate) async fn get_baseline(
     let baseline = state.store().baseline(&key).await.inspect_err(|_| {
         state.metrics().common.redis_error("baseline");
     })?;
-    let description = state.describe(key.hour, key.day_type).to_owned();
+    let description = state.describe(key.hour(), key.day_type()).to_owned();
     let Some(baseline) = baseline else {
         return Err(ApiError::new(
             ErrorCode::BaselineNotFound,
             format!(
                 "no baseline is stored for {} {} on {description}; one appears after the \
                  recomputer has processed samples for this key",
-                key.service, key.endpoint
+                key.service(),
+                key.endpoint()
             ),
         ));
     };
@@ -120,12 +121,12 @@ pub(crate) async fn get_baseline(
     let threshold = DurationMs::new(0.0)
         .ok()
         .and_then(|zero| Verdict::evaluate(zero, Some(&baseline), &state.stats).threshold());
-    let (from, to) = hour_range(key.hour);
+    let (from, to) = hour_range(key.hour());
     Ok(Json(BaselineResponse {
         bucket: BucketRange {
             timezone: state.time.timezone.name().to_owned(),
-            days: days(&state.time.weekend_days, key.day_type),
-            holidays: match key.day_type {
+            days: days(&state.time.weekend_days, key.day_type()),
+            holidays: match key.day_type() {
                 DayType::Weekday => Vec::new(),
                 DayType::Weekend => state.time.holidays.iter().map(|d| d.to_string()).collect(),
             },
@@ -134,10 +135,10 @@ pub(crate) async fn get_baseline(
             description,
         },
         key: KeyBody {
-            service: key.service,
-            endpoint: key.endpoint,
-            hour: key.hour,
-            day_type: key.day_type.into(),
+            service: key.service().to_owned(),
+            endpoint: key.endpoint().to_owned(),
+            hour: key.hour(),
+            day_type: key.day_type().into(),
         },
         baseline: baseline.into(),
         threshold,

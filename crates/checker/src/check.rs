@@ -392,15 +392,15 @@ fn judge(
 ) -> CheckResponse {
     let verdict = Verdict::evaluate(check.duration, baseline.as_ref(), &state.stats);
     let key = &check.key;
-    let description = state.describe(key.hour, key.day_type);
+    let description = state.describe(key.hour(), key.day_type());
     let reason = verdict.reason(&ReasonContext {
-        subject: format!("{} {}", key.service, key.endpoint),
+        subject: format!("{} {}", key.service(), key.endpoint()),
         bucket: description.to_owned(),
         baseline_age_ms: baseline.map(|b| now.unix_millis().saturating_sub(b.updated_at)),
     });
     state
         .checks
-        .check(&key.service, verdict.status, baseline.is_some());
+        .check(key.service(), verdict.status, baseline.is_some());
     let j = verdict.judgement;
     CheckResponse {
         is_anomaly: verdict.is_anomaly(),

@@ -85,9 +85,9 @@ pub(crate) fn start(hour: u8, day_type: DayType) -> String {
 /// A check request body for `key` at `duration_ms`.
 pub(crate) fn body(key: &BaselineKey, duration_ms: f64) -> Value {
     json!({
-        "rootServiceName": key.service,
-        "rootTraceName": key.endpoint,
-        "startTimeUnixNano": start(key.hour, key.day_type),
+        "rootServiceName": key.service(),
+        "rootTraceName": key.endpoint(),
+        "startTimeUnixNano": start(key.hour(), key.day_type()),
         "durationMs": duration_ms,
     })
 }

@@ -1,16 +1,16 @@
 //! What every service shares, so the three binaries stay thin: configuration loading (figment:
 //! defaults, YAML file, `ANOMALY_` environment), telemetry, the error contract (codes, their
-//! statuses, the JSON error shape) and the HTTP plumbing (probes, metrics, authentication,
-//! limits and graceful shutdown).
+//! statuses, the JSON error shape), the HTTP plumbing (probes, metrics, authentication,
+//! limits) and the lifecycle (instance IDs, graceful shutdown).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
-pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{CommonConfig, ConfigLoadError, Loaded, ServiceSection, load};

@@ -29,6 +29,7 @@ use anomaly_core::ConfigError;
 use anomaly_runtime::auth::{AuthConfig, Tokens};
 use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
 use anomaly_runtime::http::{self, HttpLimits};
+use anomaly_runtime::lifecycle;
 use axum::Router;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -170,12 +171,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let router = app(&config)?;
     tracing::info!(addr = %listener.local_addr()?, "checker listening");
-    anomaly_runtime::shutdown::serve(
-        listener,
-        router,
-        shutdown,
-        config.service.limits.shutdown_grace,
-    )
-    .await?;
+    let grace = config.service.limits.shutdown_grace;
+    lifecycle::run(listener, router, grace, shutdown, |_| async {}).await?;
     Ok(())
 }

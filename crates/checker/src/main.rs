@@ -22,5 +22,5 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.service.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.service.listen))?;
-    checker::run(config, listener, anomaly_runtime::shutdown::signal()).await
+    checker::run(config, listener, anomaly_runtime::lifecycle::signal()).await
 }

@@ -25,14 +25,14 @@ use std::time::SystemTime;
 
 use anomaly_core::Bucketer;
 use anomaly_runtime::auth::Tokens;
-use anomaly_runtime::config::Loaded;
+use anomaly_runtime::config::{Loaded, ServiceSection as _};
 use anomaly_runtime::http::{self, ExtraCheck};
+use anomaly_runtime::lifecycle;
 use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::{IngestSettings, Store};
 use axum::Router;
 use axum::routing::post;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub use backfill::{BackfillArgs, BackfillError, BackfillReport};
 pub use config::{IgnoreRule, Section, TempoAuth, TempoSection};
@@ -59,16 +59,6 @@ pub struct Ingester {
     tempo: Option<TempoClient>,
     tempo_status: TempoStatus,
     owner: String,
-}
-
-/// A lease owner ID unique to this process: the pod name (HOSTNAME), the pid and a random part.
-fn owner_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ingester".to_owned());
-    format!(
-        "{host}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
 }
 
 impl Ingester {
@@ -100,7 +90,7 @@ impl Ingester {
             ingest_metrics.clone(),
         );
         let tokens = Tokens::load(&section.auth, "ingester")?;
-        let owner = owner_id();
+        let owner = lifecycle::instance_id(Section::NAME);
         let tempo_status = TempoStatus::default();
         let tempo = section
             .tempo
@@ -206,28 +196,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let grace = config.service.limits.shutdown_grace;
     let ingester = Ingester::new(config)?;
-    let (stop, stopped) = watch::channel(false);
-    let poller = ingester.poller().map(|p| {
-        tracing::info!(owner = p.owner(), "tempo poller started");
-        tokio::spawn(p.run(stopped))
-    });
+    let poller = ingester.poller();
     tracing::info!(addr = %listener.local_addr()?, "ingester listening");
-    let served = anomaly_runtime::shutdown::serve(
+    lifecycle::run(
         listener,
         ingester.router(),
-        async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        },
         grace,
+        shutdown,
+        |stop| async move {
+            if let Some(poller) = poller {
+                tracing::info!(owner = poller.owner(), "tempo poller started");
+                // Stops on shutdown and releases the lease.
+                poller.run(stop).await;
+            }
+        },
     )
-    .await;
-    if let Some(task) = poller {
-        // The sender is gone by now (shutdown fired or the server failed): the poller stops
-        // and releases its lease.
-        let _ = task.await;
-    }
-    served?;
+    .await?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.service.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.service.listen))?;
-            ingester::run(config, listener, anomaly_runtime::shutdown::signal()).await
+            ingester::run(config, listener, anomaly_runtime::lifecycle::signal()).await
         }
         Some(Command::Backfill(backfill)) => {
             let args = backfill.resolve(std::time::SystemTime::now());

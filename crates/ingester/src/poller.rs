@@ -56,10 +56,10 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anomaly_core::TraceId;
+use anomaly_runtime::lifecycle::CancellationToken;
 use anomaly_store::poller::CursorAdvance;
 use anomaly_store::{Store, StoreError};
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::cap::{CapSource, Slice, Verdict};
 use crate::config::TempoSection;
@@ -469,22 +469,22 @@ impl Poller {
         held
     }
 
-    /// Polls until `shutdown` turns true (or its sender is dropped), then releases the lease so
-    /// another replica takes over at once.
+    /// Polls until `shutdown` is cancelled, then releases the lease so another replica takes
+    /// over at once.
     ///
     /// A replica without the lease tries to take it every `lease_ttl / 3`, so it takes over
     /// within `lease_ttl + lease_ttl / 3` of the holder dying. The holder polls every
     /// `poll_interval`, back to back while catching up, renews the lease every `lease_ttl / 3`
     /// even while a long poll (many splits, retries) runs, and after a failed poll waits with
     /// exponential backoff (capped at `poll_interval`) before searching the same time again.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: CancellationToken) {
         let renew_every = self.settings.lease_ttl / 3;
         let first_backoff = self.settings.backoff.min(self.settings.poll_interval);
         let mut backoff = first_backoff;
         loop {
             let started = tokio::time::Instant::now();
             let polled = tokio::select! {
-                () = stopped(shutdown.clone()) => break,
+                () = shutdown.cancelled() => break,
                 outcome = self.poll_once(SystemTime::now()) => outcome,
                 () = self.keep_lease(renew_every) => unreachable!("keep_lease never returns"),
             };
@@ -507,7 +507,7 @@ impl Poller {
                 }
             };
             tokio::select! {
-                () = stopped(shutdown.clone()) => break,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep_until(next) => {}
                 () = self.keep_lease(renew_every) => unreachable!("keep_lease never returns"),
             }
@@ -543,9 +543,4 @@ impl Poller {
             }
         }
     }
-}
-
-/// Resolves once `shutdown` is true or its sender is gone.
-async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }

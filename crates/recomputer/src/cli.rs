@@ -1,9 +1,11 @@
 //! `recomputer rebuild`: recompute every baseline with a progress bar.
 
+use anomaly_runtime::config::ServiceSection as _;
+use anomaly_runtime::lifecycle;
 use anomaly_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{Config, RecomputeMetrics, Recomputer, worker_id};
+use crate::{Config, RecomputeMetrics, Recomputer, Section};
 
 pub async fn rebuild(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(&config.common.redis)?;
@@ -12,7 +14,7 @@ pub async fn rebuild(config: Config) -> anyhow::Result<()> {
         &config,
         store,
         RecomputeMetrics::unregistered(),
-        worker_id(),
+        lifecycle::instance_id(Section::NAME),
     );
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anomaly_core::{Baseline, ConfigError, StatsConfig, StatsScratch};
 use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
 use anomaly_runtime::http::{self, HttpLimits};
+use anomaly_runtime::lifecycle::{self, CancellationToken};
 use anomaly_runtime::metrics::MetricsBuilder;
 use anomaly_store::{CommitOutcome, Recomputed, Store, StoreError};
 use serde::Deserialize;
@@ -146,7 +147,7 @@ pub struct Recomputer {
 
 impl Recomputer {
     /// `worker` names this process in Redis; it must be unique among live recomputers
-    /// ([`worker_id`] makes one).
+    /// ([`lifecycle::instance_id`] makes one).
     pub fn new(config: &Config, store: Store, metrics: RecomputeMetrics, worker: String) -> Self {
         Recomputer {
             store,
@@ -317,16 +318,6 @@ impl Recomputer {
     }
 }
 
-/// A worker name unique among live recomputers: the pod name where there is one.
-pub fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "recomputer".to_owned());
-    format!(
-        "{host}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
-}
-
 /// Runs the recomputer loop and its probes until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -337,39 +328,27 @@ pub async fn run(
     let mut builder = MetricsBuilder::new();
     let recompute_metrics = RecomputeMetrics::register(&mut builder);
     let metrics = builder.freeze();
-    let recomputer = Recomputer::new(&config, store.clone(), recompute_metrics, worker_id());
+    let worker = lifecycle::instance_id(Section::NAME);
+    let recomputer = Recomputer::new(&config, store.clone(), recompute_metrics, worker);
     let router = http::finish(
         http::probes(store, metrics.clone(), Vec::new()),
         metrics.clone(),
     );
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let server_stop = wait_for(stop_rx.clone());
     tracing::info!(addr = %listener.local_addr()?, worker = recomputer.worker(), "recomputer listening");
-    let server = tokio::spawn(anomaly_runtime::shutdown::serve(
-        listener,
-        router,
-        server_stop,
-        config.service.limits.shutdown_grace,
-    ));
-    schedule(&recomputer, &config.service, stop_rx, &metrics.common).await;
-    server.await??;
+    let section = config.service;
+    let grace = section.limits.shutdown_grace;
+    lifecycle::run(listener, router, grace, shutdown, |stop| async move {
+        schedule(&recomputer, &section, &stop, &metrics.common).await;
+    })
+    .await?;
     Ok(())
-}
-
-async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The loop: drain, wait, repeat; back off while Redis is down; hand back claims on shutdown.
 async fn schedule(
     recomputer: &Recomputer,
     section: &Section,
-    stop: tokio::sync::watch::Receiver<bool>,
+    stop: &CancellationToken,
     common: &anomaly_runtime::metrics::CommonMetrics,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -377,11 +356,11 @@ async fn schedule(
     let mut delay = Duration::ZERO;
     loop {
         tokio::select! {
-            () = wait_for(stop.clone()) => break,
+            () = stop.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
         let drained = tokio::select! {
-            () = wait_for(stop.clone()) => break,
+            () = stop.cancelled() => break,
             r = recomputer.drain_once() => r,
         };
         delay = match drained {

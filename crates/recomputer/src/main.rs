@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.service.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.service.listen))?;
-            recomputer::run(config, listener, anomaly_runtime::shutdown::signal()).await
+            recomputer::run(config, listener, anomaly_runtime::lifecycle::signal()).await
         }
     }
 }

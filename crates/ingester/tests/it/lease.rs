@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use anomaly_runtime::lifecycle::CancellationToken;
 use anomaly_testkit::{eventually, shared_redis_url};
-use tokio::sync::watch;
 use tracegen::tempo::FakeTempo;
 
 use crate::{config, ingester, poller};
@@ -33,9 +33,8 @@ async fn exactly_one_replica_polls_and_another_takes_over() {
     let (owner_a, owner_b) = (pa.owner().to_owned(), pb.owner().to_owned());
     let store = a.store().clone();
 
-    let (stop_a, stopped_a) = watch::channel(false);
-    let (_stop_b, stopped_b) = watch::channel(false);
-    let task_a = tokio::spawn(pa.run(stopped_a));
+    let stop_a = CancellationToken::new();
+    let task_a = tokio::spawn(pa.run(stop_a.clone()));
     let holder_is = |owner: String| {
         let store = store.clone();
         move || {
@@ -44,7 +43,7 @@ async fn exactly_one_replica_polls_and_another_takes_over() {
         }
     };
     assert!(eventually(Duration::from_secs(5), holder_is(owner_a.clone())).await);
-    let task_b = tokio::spawn(pb.run(stopped_b));
+    let task_b = tokio::spawn(pb.run(CancellationToken::new()));
 
     // Longer than a lease period: b has tried to take the lease several times.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -58,7 +57,7 @@ async fn exactly_one_replica_polls_and_another_takes_over() {
     assert!(b.metrics().encode().contains("anomaly_poller_lease_held 0"));
 
     // A graceful stop releases the lease; b takes over at its next attempt.
-    stop_a.send(true).unwrap();
+    stop_a.cancel();
     tokio::time::timeout(Duration::from_secs(5), task_a)
         .await
         .unwrap()
@@ -82,8 +81,7 @@ async fn exactly_one_replica_polls_and_another_takes_over() {
     let c3 = ingester(&c);
     let p3 = poller(&c3);
     let owner_c = p3.owner().to_owned();
-    let (_stop_c, stopped_c) = watch::channel(false);
-    let _task_c = tokio::spawn(p3.run(stopped_c));
+    let _task_c = tokio::spawn(p3.run(CancellationToken::new()));
     assert!(eventually(Duration::from_secs(3), holder_is(owner_c.clone())).await);
     let took = crashed_at.elapsed();
     assert!(took < Duration::from_secs(2), "takeover took {took:?}");

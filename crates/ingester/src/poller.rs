@@ -53,6 +53,8 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anomaly_core::TraceId;
@@ -340,6 +342,10 @@ pub struct Poller {
     settings: TempoSection,
     metrics: IngestMetrics,
     owner: String,
+    /// Whether this replica holds the lease, as far as it last heard from Redis: the state
+    /// `keep_lease` and the log of changes go by. The `anomaly_poller_lease_held` gauge only
+    /// reports it.
+    lease_held: Arc<AtomicBool>,
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {
@@ -359,6 +365,7 @@ impl Poller {
             store,
             settings,
             owner,
+            lease_held: Arc::default(),
         }
     }
 
@@ -371,7 +378,7 @@ impl Poller {
     /// was held. [`Poller::run`] does this when it stops.
     pub async fn release(&self) -> Result<bool, StoreError> {
         let released = self.store.release_lease(&self.owner).await?;
-        self.metrics.lease_held.set(0);
+        self.set_lease_held(false);
         Ok(released)
     }
 
@@ -443,7 +450,7 @@ impl Poller {
                 })
             }
             CursorAdvance::NotLeader => {
-                self.metrics.lease_held.set(0);
+                self.set_lease_held(false);
                 tracing::warn!(owner = %self.owner, "lost the poller lease during a poll; another replica polls now");
                 Ok(PollOutcome::LostLease)
             }
@@ -460,13 +467,17 @@ impl Poller {
             .store
             .acquire_lease(&self.owner, self.settings.lease_ttl)
             .await;
-        let was = self.metrics.lease_held.get() == 1;
         let now = *held.as_ref().unwrap_or(&false);
-        self.metrics.lease_held.set(i64::from(now));
-        if now != was {
+        if self.set_lease_held(now) != now {
             tracing::info!(owner = %self.owner, held = now, "poller lease changed");
         }
         held
+    }
+
+    /// Records whether the lease is held and reports it on the gauge; returns what it was.
+    fn set_lease_held(&self, held: bool) -> bool {
+        self.metrics.lease_held.set(i64::from(held));
+        self.lease_held.swap(held, Ordering::Relaxed)
     }
 
     /// Polls until `shutdown` is cancelled, then releases the lease so another replica takes
@@ -526,7 +537,7 @@ impl Poller {
     async fn keep_lease(&self, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            if self.metrics.lease_held.get() != 1 {
+            if !self.lease_held.load(Ordering::Relaxed) {
                 continue;
             }
             match self
@@ -536,7 +547,7 @@ impl Poller {
             {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.metrics.lease_held.set(0);
+                    self.set_lease_held(false);
                     tracing::warn!(owner = %self.owner, "the poller lease was lost; another replica polls now");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot renew the poller lease"),

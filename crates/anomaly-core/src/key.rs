@@ -122,6 +122,24 @@ impl NameRules {
         self.max_bytes
     }
 
+    /// Parses a name from the JSON field `wire` of a request (`rootServiceName`,
+    /// `rootTraceName`): present, a string, and passing the rule. The checker and the ingester
+    /// both read names through this, so they refuse the same names with the same errors.
+    pub fn parse_json<'a>(
+        self,
+        field: NameField,
+        wire: &'static str,
+        value: Option<&'a serde_json::Value>,
+    ) -> Result<&'a str, KeyError> {
+        let name = match value {
+            None | Some(serde_json::Value::Null) => return Err(KeyError::Missing { field, wire }),
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(_) => return Err(KeyError::NotString { field, wire }),
+        };
+        self.check(field, name)?;
+        Ok(name)
+    }
+
     /// Checks one name against the rule.
     pub fn check(self, field: NameField, name: &str) -> Result<(), KeyError> {
         if name.is_empty() {
@@ -158,6 +176,17 @@ impl TryFrom<usize> for NameRules {
 /// which part; the services map it to their API error code (anomaly-runtime's `ErrorCode`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// A name's JSON field is absent or null; `wire` is the field's name in the request.
+    #[error("{wire} is missing")]
+    Missing {
+        field: NameField,
+        wire: &'static str,
+    },
+    #[error("{wire} must be a string")]
+    NotString {
+        field: NameField,
+        wire: &'static str,
+    },
     #[error("{field} name must not be empty")]
     Empty { field: NameField },
     #[error(
@@ -480,6 +509,53 @@ mod tests {
         assert_eq!(
             too_long(10).to_string(),
             "endpoint name is 10 bytes long, more than the limit of 9 bytes (max_name_bytes)"
+        );
+    }
+
+    #[test]
+    fn names_parse_from_json_once_for_every_service() {
+        use serde_json::json;
+        let rules = NameRules::new(4).unwrap();
+        let service = NameField::Service;
+        let wire = "rootServiceName";
+        let missing = KeyError::Missing {
+            field: service,
+            wire,
+        };
+        let not_string = KeyError::NotString {
+            field: service,
+            wire,
+        };
+        for (value, want) in [
+            (None, Err(missing.clone())),
+            (Some(json!(null)), Err(missing)),
+            (Some(json!(7)), Err(not_string.clone())),
+            (Some(json!(["a"])), Err(not_string)),
+            (Some(json!("")), Err(KeyError::Empty { field: service })),
+            (
+                Some(json!("abcde")),
+                Err(KeyError::TooLong {
+                    field: service,
+                    len: 5,
+                    max: 4,
+                }),
+            ),
+            (Some(json!("abcd")), Ok("abcd")),
+            (Some(json!("é|{")), Ok("é|{")),
+        ] {
+            assert_eq!(
+                rules.parse_json(service, wire, value.as_ref()),
+                want,
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            KeyError::Missing {
+                field: service,
+                wire
+            }
+            .to_string(),
+            "rootServiceName is missing"
         );
     }
 

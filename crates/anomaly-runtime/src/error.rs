@@ -136,7 +136,10 @@ impl From<NameField> for ErrorCode {
 impl From<&KeyError> for ErrorCode {
     fn from(e: &KeyError) -> Self {
         match e {
-            KeyError::Empty { field } | KeyError::TooLong { field, .. } => (*field).into(),
+            KeyError::Missing { field, .. }
+            | KeyError::NotString { field, .. }
+            | KeyError::Empty { field }
+            | KeyError::TooLong { field, .. } => (*field).into(),
             KeyError::Hour(_) => ErrorCode::InvalidHour,
             KeyError::DayType(_) => ErrorCode::InvalidDayType,
             KeyError::FieldCount(_) | KeyError::Escape { .. } | KeyError::NotCanonical { .. } => {

@@ -342,24 +342,15 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
 /// A service or endpoint name: a JSON string that passes the name rule (`max_name_bytes`).
 fn name(
     value: Option<Value>,
-    wire: &str,
+    wire: &'static str,
     field: NameField,
     limits: &InputLimits,
 ) -> Result<String, ApiError> {
-    let s = match value {
-        None => {
-            return Err(ApiError::new(field.into(), format!("{wire} is missing")));
-        }
-        Some(Value::String(s)) => s,
-        Some(_) => {
-            return Err(ApiError::new(
-                field.into(),
-                format!("{wire} must be a string"),
-            ));
-        }
-    };
-    limits.names.check(field, &s).map_err(key_error)?;
-    Ok(s)
+    limits
+        .names
+        .parse_json(field, wire, value.as_ref())
+        .map(str::to_owned)
+        .map_err(key_error)
 }
 
 /// A refused key part as a 400 with its code (INVALID_SERVICE, INVALID_ENDPOINT, ...), the

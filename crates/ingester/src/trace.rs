@@ -82,10 +82,15 @@ fn string_field<'a>(
     }
 }
 
-/// The name rule, refusing with the code and message the checker gives the same name.
-fn check_name(name: &str, field: NameField, names: NameRules) -> Result<(), ItemError> {
+/// A name through the rule the checker applies, refused with the same code and message.
+fn name<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    wire: &'static str,
+    field: NameField,
+    names: NameRules,
+) -> Result<&'a str, ItemError> {
     names
-        .check(field, name)
+        .parse_json(field, wire, obj.get(wire))
         .map_err(|e| ItemError::new((&e).into(), e.to_string()))
 }
 
@@ -118,14 +123,12 @@ pub fn parse_with(
     let raw_id = string_field(obj, "traceID", ErrorCode::InvalidTraceId)?;
     let trace_id = TraceId::parse(raw_id)
         .map_err(|e| ItemError::new(ErrorCode::InvalidTraceId, e.to_string()))?;
-    let service = string_field(obj, "rootServiceName", NameField::Service.into())?;
     // Partial before the name rule: the placeholder is Tempo's, not a name to be judged.
-    if service == PARTIAL_ROOT {
+    if obj.get("rootServiceName").and_then(Value::as_str) == Some(PARTIAL_ROOT) {
         return Ok(Parsed::Partial);
     }
-    check_name(service, NameField::Service, names)?;
-    let endpoint = string_field(obj, "rootTraceName", NameField::Endpoint.into())?;
-    check_name(endpoint, NameField::Endpoint, names)?;
+    let service = name(obj, "rootServiceName", NameField::Service, names)?;
+    let endpoint = name(obj, "rootTraceName", NameField::Endpoint, names)?;
     if ignore.matches(service, endpoint) {
         return Ok(Parsed::Ignored);
     }

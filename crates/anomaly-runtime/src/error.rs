@@ -7,8 +7,7 @@
 //! bodies are opaque and the detail goes to the log.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::Duration;
 
 use anomaly_core::{KeyError, NameField};
 use anomaly_store::StoreError;
@@ -18,6 +17,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::telemetry::LogEvery;
 
 /// A stable code saying what went wrong. Each service answers a subset; a code keeps its
 /// meaning and its HTTP status wherever it appears. Per-item errors (a batch item, a trace of
@@ -228,23 +229,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The Unix second of the last "redis unavailable" warning: during an outage every request
-/// fails the same way, and one line a second says it without flooding the log pipeline (the
-/// `anomaly_redis_errors_total` metric counts them all).
-static LAST_UNAVAILABLE_WARNING: AtomicU64 = AtomicU64::new(0);
-
-/// Whether nothing was logged yet in second `now` through `slot`; marks it logged.
-fn first_in_second(slot: &AtomicU64, now: u64) -> bool {
-    slot.swap(now, Ordering::Relaxed) != now
-}
+/// The "redis unavailable" warning: during an outage every request fails the same way, and one
+/// line a second says it (the `anomaly_redis_errors_total` metric counts them all).
+static UNAVAILABLE_WARNING: LogEvery = LogEvery::new(Duration::from_secs(1));
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         if e.is_unavailable() {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if first_in_second(&LAST_UNAVAILABLE_WARNING, now) {
+            if UNAVAILABLE_WARNING.ready() {
                 tracing::warn!(error = %e, "redis unavailable");
             }
             ApiError::new(
@@ -387,22 +379,6 @@ mod tests {
             );
             let www = r.headers().contains_key(header::WWW_AUTHENTICATE);
             assert_eq!(www, challenge, "{code}");
-        }
-    }
-
-    #[test]
-    fn warns_once_a_second() {
-        let slot = AtomicU64::new(0);
-        // (second, logged)
-        let cases = [
-            (100, true),
-            (100, false),
-            (100, false),
-            (101, true),
-            (103, true),
-        ];
-        for (now, logged) in cases {
-            assert_eq!(first_in_second(&slot, now), logged, "second {now}");
         }
     }
 }

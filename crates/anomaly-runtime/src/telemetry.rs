@@ -2,7 +2,8 @@
 //!
 //! Logs are structured (`json` by default, one object per line) and filtered by
 //! `telemetry.log_level`, which `RUST_LOG` overrides. [`init`] returns a guard to hold for the
-//! life of the process; dropping it flushes whatever exporters it owns.
+//! life of the process; dropping it flushes whatever exporters it owns. A warning that would
+//! repeat for every request goes through a [`LogEvery`].
 //!
 //! Traces: a non-empty `telemetry.otlp_endpoint` turns on OpenTelemetry export over OTLP/gRPC
 //! (tonic; batched on a background thread), with the resource `service.name` =
@@ -10,6 +11,9 @@
 //! exported and nothing connects anywhere. Either way [`parent_context`] reads an incoming W3C
 //! `traceparent`, and `http::trace` makes it the parent of the request span, so a caller's
 //! trace continues through the service whenever export is on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -154,6 +158,44 @@ pub fn incoming_trace_id(headers: &http::HeaderMap) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
+/// Lets a repeated warning through at most once per period: during a condition that lasts
+/// (Redis down, the key cap reached) every request or batch would log the same line and flood
+/// the log pipeline, while a metric already counts every occurrence. Usable as a `static`.
+#[derive(Debug)]
+pub struct LogEvery {
+    every_ms: u64,
+    /// Unix milliseconds of the last line let through.
+    last_ms: AtomicU64,
+}
+
+impl LogEvery {
+    pub const fn new(every: Duration) -> Self {
+        LogEvery {
+            every_ms: every.as_millis() as u64,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a line may be logged now; when it may, the next one waits a period. Of callers
+    /// racing for the same line, one wins.
+    pub fn ready(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.ready_at(now)
+    }
+
+    fn ready_at(&self, now_ms: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        // A clock stepped back lets a line through rather than silencing it for the step.
+        let due = now_ms < last || now_ms - last >= self.every_ms;
+        due && self
+            .last_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -169,6 +211,25 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_every_lets_one_line_through_per_period() {
+        let every = LogEvery::new(Duration::from_secs(1));
+        // (unix milliseconds, let through)
+        let cases = [
+            (100_000, true),
+            (100_000, false),
+            (100_999, false),
+            (101_000, true),
+            (101_500, false),
+            (103_000, true),
+            (102_000, true),
+            (102_100, false),
+        ];
+        for (now, logged) in cases {
+            assert_eq!(every.ready_at(now), logged, "at {now} ms");
+        }
+    }
 
     #[test]
     fn reads_traceparent() {

@@ -1,19 +1,21 @@
 //! What push, poll and backfill share: validate traces, store the samples, count outcomes.
 
 use std::ops::AddAssign;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anomaly_core::{Bucketer, NameRules};
 use anomaly_runtime::error::ErrorCode;
+use anomaly_runtime::telemetry::LogEvery;
 use anomaly_store::{IngestSettings, Store, StoreError};
 use serde_json::Value;
 
 use crate::metrics::{IngestMetrics, Source};
 use crate::trace::{self, IgnoreRules, ItemError, Parsed};
 
-/// How often at most the cardinality cap is logged.
-const CARDINALITY_LOG_EVERY: Duration = Duration::from_secs(10);
+/// The key cap's warning, at most every 10 s (per process: every batch over the cap would
+/// repeat it).
+static KEY_CAP_WARNING: LogEvery = LogEvery::new(Duration::from_secs(10));
 
 /// What one batch of traces did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +52,6 @@ pub(crate) struct Ingest {
     /// `max_name_bytes`: the checker's limit, so no window is kept for a name it would refuse.
     names: NameRules,
     metrics: IngestMetrics,
-    last_cap_log: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Ingest {
@@ -69,7 +70,6 @@ impl Ingest {
             ignore: Arc::new(ignore),
             names,
             metrics,
-            last_cap_log: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -155,9 +155,7 @@ impl Ingest {
     }
 
     fn log_cap(&self, source: Source, dropped: u64) {
-        let mut last = self.last_cap_log.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= CARDINALITY_LOG_EVERY) {
-            *last = Some(Instant::now());
+        if KEY_CAP_WARNING.ready() {
             tracing::warn!(
                 source = source.as_str(),
                 dropped,

@@ -10,7 +10,10 @@
 //! `<service_namespace>-<service>`. Empty (the default) builds no exporter, so nothing is
 //! exported and nothing connects anywhere. Either way [`parent_context`] reads an incoming W3C
 //! `traceparent`, and `http::trace` makes it the parent of the request span, so a caller's
-//! trace continues through the service whenever export is on.
+//! trace continues through the service whenever export is on. Request spans are at `info`;
+//! the spans at I/O boundaries (each Redis operation, Tempo request, drain and backfill window)
+//! are at `debug`, so they are built and exported only when `telemetry.log_level` (or
+//! `RUST_LOG`, e.g. `info,anomaly_store=debug`) lets them through, and cost nothing otherwise.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};

@@ -227,6 +227,11 @@ impl Store {
 
     /// Runs one operation on a pooled connection held as `hold` says, bounded by the configured
     /// timeout (waiting for the pool included), with every failure classified.
+    ///
+    /// Each operation is a debug span named by `op` (never a key or a value), so an exported
+    /// trace of a check or a drain shows its Redis time; at the default `info` level the span
+    /// is disabled and costs the check path a level comparison.
+    #[tracing::instrument(name = "redis", level = "debug", skip_all, fields(op = op))]
     pub(crate) async fn run_holding<T, F>(
         &self,
         op: &'static str,

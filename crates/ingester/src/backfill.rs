@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anomaly_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::Instrument as _;
 
 use crate::config::TEMPO_MAX_RANGE;
 use crate::ingest::BatchReport;
@@ -135,15 +136,22 @@ pub(crate) async fn backfill(
     let started = Instant::now();
     while done < to {
         let end = (done + step).min(to);
-        let window = fetcher
-            .fetch(Source::Backfill, done, end)
-            .await
-            .map_err(|source| BackfillError::Stopped {
-                done,
-                remaining: to - done,
-                source,
-            })?;
-        store.record_backfill(&args.job, end).await?;
+        // A debug span for the whole step: the window's searches and the progress it records.
+        let span = tracing::debug_span!("backfill window", start = done, end);
+        let window = async {
+            let window = fetcher
+                .fetch(Source::Backfill, done, end)
+                .await
+                .map_err(|source| BackfillError::Stopped {
+                    done,
+                    remaining: to - done,
+                    source,
+                })?;
+            store.record_backfill(&args.job, end).await?;
+            Ok::<_, BackfillError>(window)
+        }
+        .instrument(span)
+        .await?;
         report += &window;
         done = end;
         bar.set_position(done - from);

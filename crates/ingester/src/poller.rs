@@ -137,7 +137,11 @@ impl WindowFetcher {
     /// Searches `start..end`, splitting in halves while Tempo truncates, and ingests every
     /// trace found as `source`. Slices of earlier windows that a newly proven cap may have cut
     /// are searched again first (see [`crate::cap`]).
-    #[tracing::instrument(name = "tempo window", skip_all, fields(source = source.as_str(), start, end))]
+    #[tracing::instrument(
+        name = "tempo window",
+        skip_all,
+        fields(source = source.as_str(), start = start, end = end)
+    )]
     pub async fn fetch(
         &self,
         source: Source,

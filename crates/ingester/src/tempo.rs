@@ -195,6 +195,14 @@ impl TempoClient {
         half + half.mul_f64(rand::rng().random::<f64>())
     }
 
+    /// One search request, a debug span (the bounds and limit only: never the query, the
+    /// credentials or the body).
+    #[tracing::instrument(
+        name = "tempo search",
+        level = "debug",
+        skip_all,
+        fields(start = start, end = end, limit = limit)
+    )]
     async fn search_once(
         &self,
         start: u64,

@@ -167,7 +167,9 @@ impl Recomputer {
         &self.store
     }
 
-    /// Drains the dirty set once: until it is empty or the time budget is spent.
+    /// Drains the dirty set once: until it is empty or the time budget is spent. A debug span,
+    /// the parent of its batches' Redis operations.
+    #[tracing::instrument(name = "drain", level = "debug", skip_all, fields(worker = %self.worker))]
     pub async fn drain_once(&self) -> Result<DrainOutcome, StoreError> {
         let started = Instant::now();
         let mut outcome = DrainOutcome {

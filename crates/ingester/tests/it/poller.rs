@@ -8,6 +8,7 @@ use ingester::tempo::TempoError;
 use ingester::{PollError, PollOutcome};
 use tracegen::tempo::{Auth, FakeTempo, Fault, Mode, RunningTempo, Trace};
 
+use crate::logs::Logs;
 use crate::{
     T0, accepted, all_durations, at, config, id, ingester, nanos, poll_until_caught_up, poller,
     trace,
@@ -503,4 +504,43 @@ async fn tenant_auth_query_and_ignore_rules_are_applied() {
         PollError::Tempo(TempoError::Status { status: 401, .. })
     ));
     assert_eq!(tempo.requests().len(), 1);
+}
+
+/// An exported trace of a poll shows where its time went: the Tempo request and every Redis
+/// operation are debug spans inside the poll's, named by operation only.
+#[tokio::test]
+async fn a_poll_has_a_span_per_tempo_request_and_redis_operation() {
+    let tempo = tempo_at(T0 + 600).await;
+    let c = config(&shared_redis_url(), "spans", &tempo.url());
+    let p = poller(&ingester(&c));
+    tempo.upsert_all((0..3).map(|i| trace(i, T0 + 400 + i, 10)));
+
+    let (logs, _guard) = Logs::capture_spans();
+    p.poll_once(tempo.now()).await.unwrap();
+    // The innermost span of each span closed inside the poll, e.g. `redis{op="ingest"}`.
+    let closed: Vec<String> = logs
+        .lines(": close ")
+        .iter()
+        .filter_map(|l| l.split(": ").next()?.split_once(" poll{"))
+        .filter_map(|(_, inner)| Some(inner.rsplit("}:").next()?.to_owned()))
+        .collect();
+    let count = |prefix: &str| closed.iter().filter(|s| s.starts_with(prefix)).count();
+    assert_eq!(
+        count("tempo window{source=\"poll\" start="),
+        1,
+        "{closed:?}"
+    );
+    assert!(count("tempo search{start=") >= 1, "{closed:?}");
+    for op in [
+        "acquire_lease",
+        "poll_cursor",
+        "ingest",
+        "advance_poll_cursor",
+    ] {
+        assert_eq!(
+            count(&format!("redis{{op=\"{op}\"}}")),
+            1,
+            "{op}: {closed:?}"
+        );
+    }
 }

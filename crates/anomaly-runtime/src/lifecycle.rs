@@ -112,7 +112,40 @@ async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+
+    /// Shutdown reaches the loops, and `run` returns only once they have finished stopping.
+    #[tokio::test]
+    async fn shutdown_stops_the_server_and_waits_for_the_loops() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let released = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&released);
+        let service = tokio::spawn(run(
+            listener,
+            Router::new(),
+            Duration::from_secs(5),
+            async {
+                let _ = stopped.await;
+            },
+            |token| async move {
+                token.cancelled().await;
+                // Stopping takes a while (a lease or claims handed back over Redis).
+                tokio::task::yield_now().await;
+                done.store(true, Ordering::Relaxed);
+            },
+        ));
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), service)
+            .await
+            .expect("stops on shutdown")
+            .unwrap()
+            .unwrap();
+        assert!(released.load(Ordering::Relaxed));
+    }
 
     #[test]
     fn instance_ids_differ_within_a_process() {

@@ -19,6 +19,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::ingest::Ingest;
 use crate::metrics::Source;
+use crate::trace::TraceItem;
 
 /// The push API's state.
 #[derive(Debug, Clone)]
@@ -31,34 +32,8 @@ pub(crate) struct ApiState {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct IngestRequest {
     /// Traces in the shape of Tempo's search results.
-    #[schema(value_type = Vec<TempoTrace>)]
+    #[schema(value_type = Vec<TraceItem>)]
     pub traces: Vec<Value>,
-}
-
-/// A trace as Tempo's `/api/search` reports it. Unknown fields are ignored.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)] // Describes the wire format for OpenAPI; items are validated one by one.
-pub struct TempoTrace {
-    /// Hex, 1-32 digits; normalised (lowercase, left-padded to 32) before dedup.
-    #[serde(rename = "traceID")]
-    #[schema(example = "af7651916cd43dd8448eb211c80319c")]
-    pub trace_id: String,
-    /// The service: 1 to `max_name_bytes` (default 256) bytes of UTF-8, the limit the checker
-    /// applies too; longer is INVALID_SERVICE. `<root span not yet received>` (a partial trace)
-    /// is refused as PARTIAL_TRACE.
-    #[schema(example = "checkout")]
-    pub root_service_name: String,
-    /// The endpoint (root span name): 1 to `max_name_bytes` (default 256) bytes of UTF-8, the
-    /// limit the checker applies too; longer is INVALID_ENDPOINT.
-    #[schema(example = "GET /cart")]
-    pub root_trace_name: String,
-    /// Nanoseconds since the epoch, as a decimal string or an integer.
-    #[schema(value_type = String, example = "1795587411787997767")]
-    pub start_time_unix_nano: Value,
-    /// Milliseconds; absent means 0 (Tempo omits zero values).
-    #[schema(value_type = Option<f64>, example = 120)]
-    pub duration_ms: Option<Value>,
 }
 
 /// What happened to a batch.
@@ -145,7 +120,7 @@ pub(crate) async fn ingest_traces(
         description = "Push API of the ingester: traces in Tempo's search shape become latency samples. Probes: GET /healthz, GET /readyz, GET /metrics."
     ),
     paths(ingest_traces),
-    components(schemas(IngestRequest, TempoTrace, IngestResponse, ItemErrorBody, ErrorBody, ErrorDetail, ErrorCode)),
+    components(schemas(IngestRequest, TraceItem, IngestResponse, ItemErrorBody, ErrorBody, ErrorDetail, ErrorCode)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

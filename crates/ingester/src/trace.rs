@@ -2,13 +2,16 @@
 //! sample, or classified as partial or ignored, or refused with a code.
 //!
 //! Items stay `serde_json::Value` until here so that one bad item (a number where a string
-//! belongs) is reported by index instead of failing the whole batch or poll.
+//! belongs) is reported by index instead of failing the whole batch or poll. [`TraceItem`] is
+//! the item's shape, read without copying and documented in the OpenAPI document from the
+//! same type; each field is then validated on its own, with its own code.
 
 use anomaly_core::{BaselineKey, Bucketer, DurationMs, NameField, NameRules, TraceId, UnixNanos};
 use anomaly_runtime::error::ErrorCode;
 use anomaly_store::IngestItem;
 use regex::Regex;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::config::IgnoreRule;
 
@@ -68,30 +71,62 @@ impl IgnoreRules {
     }
 }
 
-fn string_field<'a>(
-    obj: &'a serde_json::Map<String, Value>,
-    name: &str,
-    code: ErrorCode,
-) -> Result<&'a str, ItemError> {
-    match obj.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            Err(ItemError::new(code, format!("{name} is missing or empty")))
-        }
-        Some(_) => Err(ItemError::new(code, format!("{name} must be a string"))),
-    }
-}
-
 /// A name through the rule the checker applies, refused with the same code and message.
 fn name<'a>(
-    obj: &'a serde_json::Map<String, Value>,
+    value: Option<&'a Value>,
     wire: &'static str,
     field: NameField,
     names: NameRules,
 ) -> Result<&'a str, ItemError> {
     names
-        .parse_json(field, wire, obj.get(wire))
+        .parse_json(field, wire, value)
         .map_err(|e| ItemError::new((&e).into(), e.to_string()))
+}
+
+// One trace of a push batch or of a Tempo search answer: the fields the ingester reads,
+// borrowed from the item as sent, each validated on its own in `parse_with`. The doc comment
+// below is the OpenAPI description.
+/// A trace as Tempo's `/api/search` reports it. Unknown fields are ignored.
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(as = TempoTrace, rename_all = "camelCase")]
+pub struct TraceItem<'a> {
+    /// Hex, 1-32 digits; normalised (lowercase, left-padded to 32) before dedup.
+    #[schema(rename = "traceID", value_type = String, example = "af7651916cd43dd8448eb211c80319c")]
+    pub trace_id: Option<&'a Value>,
+    /// The service: 1 to `max_name_bytes` (default 256) bytes of UTF-8, the limit the checker
+    /// applies too; longer is INVALID_SERVICE. `<root span not yet received>` (a partial trace)
+    /// is refused as PARTIAL_TRACE.
+    #[schema(value_type = String, example = "checkout")]
+    pub root_service_name: Option<&'a Value>,
+    /// The endpoint (root span name): 1 to `max_name_bytes` (default 256) bytes of UTF-8, the
+    /// limit the checker applies too; longer is INVALID_ENDPOINT.
+    #[schema(value_type = String, example = "GET /cart")]
+    pub root_trace_name: Option<&'a Value>,
+    /// Nanoseconds since the epoch, as a decimal string or an integer.
+    #[schema(value_type = String, example = "1795587411787997767")]
+    pub start_time_unix_nano: Option<&'a Value>,
+    /// Milliseconds; absent means 0 (Tempo omits zero values).
+    #[schema(value_type = Option<f64>, example = 120)]
+    pub duration_ms: Option<&'a Value>,
+}
+
+impl<'a> TraceItem<'a> {
+    /// The item's fields, or INVALID_ITEM when it is not a JSON object.
+    pub fn from_json(value: &'a Value) -> Result<Self, ItemError> {
+        let Value::Object(obj) = value else {
+            return Err(ItemError::new(
+                ErrorCode::InvalidItem,
+                "a trace must be a JSON object",
+            ));
+        };
+        Ok(TraceItem {
+            trace_id: obj.get("traceID"),
+            root_service_name: obj.get("rootServiceName"),
+            root_trace_name: obj.get("rootTraceName"),
+            start_time_unix_nano: obj.get("startTimeUnixNano"),
+            duration_ms: obj.get("durationMs"),
+        })
+    }
 }
 
 /// [`parse_with`] under the default name rule (`max_name_bytes` 256).
@@ -114,32 +149,51 @@ pub fn parse_with(
     ignore: &IgnoreRules,
     names: NameRules,
 ) -> Result<Parsed, ItemError> {
-    let Value::Object(obj) = value else {
-        return Err(ItemError::new(
-            ErrorCode::InvalidItem,
-            "a trace must be a JSON object",
-        ));
+    let item = TraceItem::from_json(value)?;
+    let raw_id = match item.trace_id {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_) | Value::Null) | None => {
+            return Err(ItemError::new(
+                ErrorCode::InvalidTraceId,
+                "traceID is missing or empty",
+            ));
+        }
+        Some(_) => {
+            return Err(ItemError::new(
+                ErrorCode::InvalidTraceId,
+                "traceID must be a string",
+            ));
+        }
     };
-    let raw_id = string_field(obj, "traceID", ErrorCode::InvalidTraceId)?;
     let trace_id = TraceId::parse(raw_id)
         .map_err(|e| ItemError::new(ErrorCode::InvalidTraceId, e.to_string()))?;
     // Partial before the name rule: the placeholder is Tempo's, not a name to be judged.
-    if obj.get("rootServiceName").and_then(Value::as_str) == Some(PARTIAL_ROOT) {
+    if item.root_service_name.and_then(Value::as_str) == Some(PARTIAL_ROOT) {
         return Ok(Parsed::Partial);
     }
-    let service = name(obj, "rootServiceName", NameField::Service, names)?;
-    let endpoint = name(obj, "rootTraceName", NameField::Endpoint, names)?;
+    let service = name(
+        item.root_service_name,
+        "rootServiceName",
+        NameField::Service,
+        names,
+    )?;
+    let endpoint = name(
+        item.root_trace_name,
+        "rootTraceName",
+        NameField::Endpoint,
+        names,
+    )?;
     if ignore.matches(service, endpoint) {
         return Ok(Parsed::Ignored);
     }
-    let start = obj
-        .get("startTimeUnixNano")
+    let start = item
+        .start_time_unix_nano
         .map_or(
             Err(anomaly_core::TimestampError::Empty),
             UnixNanos::from_json,
         )
         .map_err(|e| ItemError::new(ErrorCode::InvalidStartTime, e.to_string()))?;
-    let duration = DurationMs::from_json(obj.get("durationMs"))
+    let duration = DurationMs::from_json(item.duration_ms)
         .map_err(|e| ItemError::new(ErrorCode::InvalidDuration, e.to_string()))?;
     let bucket = bucketer.bucket(start.to_datetime());
     let key = BaselineKey::with_rules(service, endpoint, bucket.hour, bucket.day_type, names)

@@ -114,6 +114,7 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct ResultCap {
     configured: usize,
+    recheck_after: Duration,
     state: Arc<Mutex<State>>,
     gauge: Gauge,
 }
@@ -121,9 +122,15 @@ pub struct ResultCap {
 impl ResultCap {
     /// Starts at `configured` (`tempo.limit`) and reports the limit in force on `gauge`.
     pub fn new(configured: usize, gauge: Gauge) -> Self {
+        Self::with_recheck(configured, gauge, RECHECK_AFTER)
+    }
+
+    /// As [`ResultCap::new`], forgetting a learned cap after `recheck_after` (tests shorten it).
+    pub fn with_recheck(configured: usize, gauge: Gauge, recheck_after: Duration) -> Self {
         gauge.set(i64::try_from(configured).unwrap_or(i64::MAX));
         ResultCap {
             configured,
+            recheck_after,
             state: Arc::default(),
             gauge,
         }
@@ -143,7 +150,7 @@ impl ResultCap {
     pub fn limit(&self) -> usize {
         let mut s = self.lock();
         if let Some(l) = s.learned
-            && l.at.elapsed() >= RECHECK_AFTER
+            && l.at.elapsed() >= self.recheck_after
         {
             tracing::info!(
                 cap = l.cap,
@@ -368,6 +375,27 @@ mod tests {
             "a refusing tempo does not cut"
         );
         assert_eq!(c.judge(14, 15), Verdict::Complete);
+    }
+
+    #[test]
+    fn a_learned_cap_is_forgotten_after_the_recheck_interval() {
+        // An interval of zero has always passed: the next search asks for tempo.limit again.
+        // (The other tests keep the default 15 minutes, which never passes while they run.)
+        let gauge = Gauge::default();
+        let c = ResultCap::with_recheck(500, gauge.clone(), Duration::ZERO);
+        assert!(c.lower(20, CapSource::Rejected));
+        assert_eq!(gauge.get(), 20);
+        assert_eq!(
+            (c.limit(), gauge.get()),
+            (500, 500),
+            "tempo.limit is asked for again"
+        );
+        assert_eq!(c.learned(), None);
+        // Without the refusal known, an answer that could be a silent cut is checked again.
+        assert_eq!(c.judge(19, 500), Verdict::Suspect);
+        // A cap that is still there is learned again.
+        assert!(c.lower(20, CapSource::Rejected));
+        assert_eq!(c.learned(), Some((20, CapSource::Rejected)));
     }
 
     #[test]

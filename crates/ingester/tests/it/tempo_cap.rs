@@ -222,3 +222,37 @@ async fn a_cap_that_appears_mid_run_loses_nothing() {
         }
     }
 }
+
+/// Tempo v2.0.1 returns a few more than the (clamped) limit when several shards answer at
+/// once: a cut answer then holds 23 traces for a cap of 20. The limit settles at a size the
+/// answers really reach, and every trace of a busy window is still stored exactly once.
+#[tokio::test]
+async fn a_silent_cap_with_shard_overshoot_loses_nothing() {
+    let tempo = capped(T0 + 600, LimitCap::Clamp(CAP)).await;
+    tempo.set_overshoot(3);
+    let ing = ingester(&config(&shared_redis_url(), "cap-overshoot", &tempo.url()));
+    let p = poller(&ing);
+    tempo.upsert_all((0..200).map(|i| trace(i, T0 + 340 + i, 1 + i as u32)));
+
+    let outcome = p.poll_once(tempo.now()).await.unwrap();
+    let PollOutcome::Polled { window, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(window.clamped >= 1, "{window:?}");
+    assert_eq!(
+        all_durations(ing.store()).await,
+        durations(200),
+        "each trace exactly once: {window:?}"
+    );
+    let limit = ing
+        .metrics()
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("anomaly_tempo_search_limit ")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap();
+    assert!((CAP..=CAP + 3).contains(&limit), "{limit}");
+}

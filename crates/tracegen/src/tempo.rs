@@ -206,6 +206,7 @@ struct Shared {
     auth: Auth,
     overshoot: usize,
     max_limit: Option<LimitCap>,
+    status_config: bool,
     next_faults: VecDeque<Fault>,
     sticky_fault: Option<Fault>,
     fail_after: Option<(usize, Fault)>,
@@ -284,6 +285,7 @@ impl FakeTempo {
             .route("/api/search", get(search))
             .route("/ready", get(ready))
             .route("/api/echo", get(|| async { text(StatusCode::OK, "echo") }))
+            .route("/status/config", get(status_config))
             .with_state(self.clone())
     }
 
@@ -390,6 +392,13 @@ impl FakeTempo {
         self.lock().max_limit = cap;
     }
 
+    /// Serves `GET /status/config` (Tempo's running configuration as YAML, with the cap as
+    /// `query_frontend.search.max_result_limit`, 0 for none), as every Tempo does; off by
+    /// default, as behind a gateway that routes only the query APIs (then it is a 404).
+    pub fn set_status_config(&self, served: bool) {
+        self.lock().status_config = served;
+    }
+
     // --- faults ---
 
     /// The next `n` searches fail with `fault`.
@@ -464,6 +473,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 fn bad(msg: impl Into<String>) -> Result<Value, (StatusCode, String)> {
     Err((StatusCode::BAD_REQUEST, msg.into()))
+}
+
+async fn status_config(State(tempo): State<FakeTempo>) -> Response {
+    let s = tempo.lock();
+    if !s.status_config {
+        return text(StatusCode::NOT_FOUND, "404 page not found");
+    }
+    let cap = match s.max_limit {
+        Some(LimitCap::Clamp(n) | LimitCap::Reject(n)) => n,
+        None if s.mode == Mode::V3 => V3_MAX_LIMIT,
+        None => 0,
+    };
+    // The shape of Tempo's YAML (Go's yaml.v2, four-space indents), cut to a few keys.
+    text(
+        StatusCode::OK,
+        format!(
+            "target: all\nhttp_api_prefix: \"\"\nserver:\n    http_listen_port: 3200\nquery_frontend:\n    max_retries: 2\n    search:\n        concurrent_jobs: 1000\n        target_bytes_per_job: 104857600\n        default_result_limit: 20\n        max_result_limit: {cap}\n        max_duration: 168h0m0s\n    trace_by_id:\n        query_shards: 50\n"
+        ),
+    )
 }
 
 async fn ready(State(tempo): State<FakeTempo>) -> Response {

@@ -1,7 +1,11 @@
 //! Tempo's result cap: the `limit` Tempo really honours, learned from its answers.
 //!
-//! An operator's `query_frontend.search.max_result_limit` caps every search, and Tempo enforces
-//! it in one of two ways (`adjustLimit` in Tempo's `modules/frontend`):
+//! An operator's `query_frontend.search.max_result_limit` caps every search. Where the
+//! query-frontend serves `GET /status/config` (its running configuration as YAML; a gateway
+//! may not route it), the cap is read from there before the first search and every
+//! [`RECHECK_AFTER`] ([`CapSource::Config`]): exact, so no answer needs checking. Otherwise
+//! the searches find it, as Tempo enforces it in one of two ways (`adjustLimit` in Tempo's
+//! `modules/frontend`):
 //!
 //! - **v2.6 and later** answer a larger `limit` with `400 limit 500 exceeds max limit 20`. The
 //!   client reads the cap from that message, lowers its limit and asks again at once
@@ -60,6 +64,8 @@ pub enum CapSource {
     Rejected,
     /// Tempo v2.0 to v2.5 cut answers without saying so; splitting proved it.
     Clamped,
+    /// Tempo's running configuration says so (`GET /status/config`).
+    Config,
 }
 
 impl CapSource {
@@ -67,6 +73,7 @@ impl CapSource {
         match self {
             CapSource::Rejected => "rejected",
             CapSource::Clamped => "clamped",
+            CapSource::Config => "config",
         }
     }
 }
@@ -107,6 +114,8 @@ struct State {
     refetch: Vec<Slice>,
     /// Caps already logged at WARN, so each value is logged once.
     warned: BTreeSet<usize>,
+    /// When `/status/config` was last asked for.
+    config_read: Option<Instant>,
 }
 
 /// The search limit in force and what is known about Tempo's cap; cheap to clone, clones share
@@ -171,12 +180,24 @@ impl ResultCap {
         self.lock().learned.map(|l| (l.cap, l.source))
     }
 
-    /// Lowers the limit to `cap`; returns whether it was lower than the limit in force. A
-    /// proven clamp also queues the remembered slices it may have cut (see the module docs).
+    /// Lowers the limit to `cap`; returns whether it was lower than the limit in force (the
+    /// same cap again only renews it). A proven clamp also queues the remembered slices it may
+    /// have cut (see the module docs).
     pub fn lower(&self, cap: usize, source: CapSource) -> bool {
         let cap = cap.max(1);
         let mut s = self.lock();
         let current = s.learned.map_or(self.configured, |l| l.cap);
+        if let Some(learned) = s.learned.as_mut()
+            && cap == current
+        {
+            // The same cap again: it is still there, so trust it for another interval, and
+            // prefer the exact sources (a refusal, the configuration) to a proven clamp.
+            learned.at = Instant::now();
+            if source != CapSource::Clamped {
+                learned.source = source;
+            }
+            return false;
+        }
         if cap >= current {
             return false;
         }
@@ -203,6 +224,9 @@ impl ResultCap {
             let how = match source {
                 CapSource::Rejected => "tempo refused a larger limit",
                 CapSource::Clamped => "tempo cut answers at this size without saying so",
+                CapSource::Config => {
+                    "tempo's /status/config sets query_frontend.search.max_result_limit"
+                }
             };
             tracing::warn!(
                 cap,
@@ -229,8 +253,11 @@ impl ResultCap {
     pub fn judge(&self, returned: usize, asked: usize) -> Verdict {
         let limit = asked.min(self.limit());
         let mut s = self.lock();
-        // A Tempo that refuses a larger limit (v2.6+) never cuts an answer silently.
-        let refuses = s.learned.is_some_and(|l| l.source == CapSource::Rejected);
+        // A Tempo that refuses a larger limit (v2.6+) never cuts an answer silently, and a cap
+        // read from its configuration is exact: asked for it, Tempo cuts nothing below it.
+        let refuses = s
+            .learned
+            .is_some_and(|l| matches!(l.source, CapSource::Rejected | CapSource::Config));
         let verdict = if returned >= limit {
             Verdict::Truncated
         } else if !refuses
@@ -256,6 +283,19 @@ impl ResultCap {
             s.history.pop_front();
         }
         s.history.push_back(slice);
+    }
+
+    /// Whether Tempo's `/status/config` should be read now (first, then every recheck
+    /// interval), and notes that it is.
+    pub fn config_read_due(&self) -> bool {
+        let mut s = self.lock();
+        let due = s
+            .config_read
+            .is_none_or(|at| at.elapsed() >= self.recheck_after);
+        if due {
+            s.config_read = Some(Instant::now());
+        }
+        due
     }
 
     /// Takes the slices to search again.
@@ -284,6 +324,18 @@ pub fn parse_rejection(body: &str) -> Option<usize> {
     digits[..end].parse().ok().filter(|&n: &usize| n > 0)
 }
 
+/// `query_frontend.search.max_result_limit` from the YAML of Tempo's `/status/config`;
+/// `None` when the body is not that YAML, the key is absent, or it is 0 (no cap).
+pub fn parse_status_config(yaml: &str) -> Option<usize> {
+    use figment::Figment;
+    use figment::providers::{Format, Yaml};
+    Figment::from(Yaml::string(yaml))
+        .extract_inner::<u64>("query_frontend.search.max_result_limit")
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +358,25 @@ mod tests {
 
     fn cap() -> ResultCap {
         ResultCap::new(500, Gauge::default())
+    }
+
+    #[test]
+    fn the_cap_is_read_from_tempos_running_configuration() {
+        let config = |limit: &str| {
+            format!(
+                "target: all\nhttp_api_prefix: \"\"\nquery_frontend:\n    max_retries: 2\n    search:\n        concurrent_jobs: 1000\n        default_result_limit: 20\n        max_result_limit: {limit}\n        max_duration: 168h0m0s\n    trace_by_id:\n        query_shards: 50\n"
+            )
+        };
+        assert_eq!(parse_status_config(&config("20")), Some(20));
+        assert_eq!(parse_status_config(&config("262144")), Some(262_144));
+        assert_eq!(parse_status_config(&config("0")), None, "0 is no cap");
+        assert_eq!(
+            parse_status_config("target: all\nquery_frontend:\n    max_retries: 2\n"),
+            None
+        );
+        assert_eq!(parse_status_config("404 page not found"), None);
+        assert_eq!(parse_status_config("<html>gateway</html>"), None);
+        assert_eq!(parse_status_config(""), None);
     }
 
     #[test]

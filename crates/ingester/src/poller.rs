@@ -153,6 +153,7 @@ impl WindowFetcher {
             end,
             ..WindowReport::default()
         };
+        self.tempo.read_configured_cap().await;
         self.refetch(source, &mut report).await?;
         self.walk(source, &mut report, start, end, true).await?;
         // A cap proven during this window queues its own slices that reached the cap.

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cap::{CapSource, ResultCap, parse_rejection};
+use crate::cap::{CapSource, ResultCap, parse_rejection, parse_status_config};
 use crate::config::TempoSection;
 use crate::metrics::IngestMetrics;
 
@@ -118,6 +118,7 @@ pub struct TempoClient {
     http: reqwest::Client,
     settings: TempoSection,
     search_url: String,
+    config_url: String,
     metrics: IngestMetrics,
     status: TempoStatus,
     cap: ResultCap,
@@ -139,6 +140,7 @@ impl TempoClient {
         Ok(TempoClient {
             http,
             search_url: format!("{}/api/search", settings.url.trim_end_matches('/')),
+            config_url: format!("{}/status/config", settings.url.trim_end_matches('/')),
             settings: settings.clone(),
             metrics,
             status,
@@ -183,6 +185,58 @@ impl TempoClient {
         }
     }
 
+    /// The tenant and the credentials of a proxy in front of Tempo, as configured.
+    fn authorised(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if !self.settings.org_id.is_empty() {
+            request = request.header("X-Scope-OrgID", &self.settings.org_id);
+        }
+        let auth = &self.settings.auth;
+        if let Some(token) = &auth.token {
+            request = request.bearer_auth(token.expose_secret());
+        } else if let Some(user) = &auth.username {
+            request = request.basic_auth(user, auth.password.as_ref().map(|p| p.expose_secret()));
+        }
+        request
+    }
+
+    /// Reads `query_frontend.search.max_result_limit` from Tempo's `GET /status/config` (the
+    /// running configuration as YAML, served by every Tempo version) when it is due, and lowers
+    /// the limit to it: an exact cap before the first search, where the query-frontend exposes
+    /// it. Anything else (a gateway's 404, a timeout, another body, the key absent or 0: no
+    /// cap) leaves the limit to the searches to find out.
+    pub async fn read_configured_cap(&self) {
+        if !self.cap.config_read_due() {
+            return;
+        }
+        let request = self.authorised(self.http.get(&self.config_url));
+        let body = match request.send().await {
+            Ok(r) if r.status() == StatusCode::OK => match r.text().await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::debug!(error = %e, "tempo's /status/config could not be read");
+                    return;
+                }
+            },
+            Ok(r) => {
+                tracing::debug!(
+                    status = r.status().as_u16(),
+                    "tempo's /status/config is not available"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "tempo's /status/config could not be read");
+                return;
+            }
+        };
+        match parse_status_config(&body) {
+            Some(cap) => {
+                self.cap.lower(cap, CapSource::Config);
+            }
+            None => tracing::debug!("tempo's /status/config names no max_result_limit"),
+        }
+    }
+
     /// `backoff * 2^attempt`, capped, with "equal jitter": half fixed, half random, so retries
     /// from many replicas spread out yet always wait.
     fn backoff(&self, attempt: u32) -> Duration {
@@ -217,20 +271,12 @@ impl TempoClient {
         if !self.settings.query.is_empty() {
             query.push(("q", self.settings.query.clone()));
         }
-        let mut request = self
-            .http
-            .get(&self.search_url)
-            .query(&query)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if !self.settings.org_id.is_empty() {
-            request = request.header("X-Scope-OrgID", &self.settings.org_id);
-        }
-        let auth = &self.settings.auth;
-        if let Some(token) = &auth.token {
-            request = request.bearer_auth(token.expose_secret());
-        } else if let Some(user) = &auth.username {
-            request = request.basic_auth(user, auth.password.as_ref().map(|p| p.expose_secret()));
-        }
+        let request = self.authorised(
+            self.http
+                .get(&self.search_url)
+                .query(&query)
+                .header(reqwest::header::ACCEPT, "application/json"),
+        );
         let started = Instant::now();
         let result = self.send(request).await;
         self.metrics

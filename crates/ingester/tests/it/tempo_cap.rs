@@ -256,3 +256,35 @@ async fn a_silent_cap_with_shard_overshoot_loses_nothing() {
         .unwrap();
     assert!((CAP..=CAP + 3).contains(&limit), "{limit}");
 }
+
+/// Where the query-frontend serves `/status/config`, the cap is read from it before the first
+/// search: no answer needs checking, nothing is refused, and every trace is stored once.
+#[tokio::test]
+async fn a_cap_in_tempos_status_config_is_used_from_the_start() {
+    for (cap, _) in behaviours() {
+        let (logs, _guard) = Logs::capture();
+        let tempo = capped(T0 + 600, cap).await;
+        tempo.set_status_config(true);
+        let ing = ingester(&config(&shared_redis_url(), "cap-config", &tempo.url()));
+        let p = poller(&ing);
+        tempo.upsert_all((0..200).map(|i| trace(i, T0 + 340 + i, 1 + i as u32)));
+
+        let outcome = p.poll_once(tempo.now()).await.unwrap();
+        let PollOutcome::Polled { window, .. } = &outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(window.cap_checks, 0, "{cap:?}: {window:?}");
+        let requests = tempo.requests();
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.status == 200 && r.param("limit") == Some("20")),
+            "{cap:?}: every search asked for the cap"
+        );
+        assert_eq!(all_durations(ing.store()).await, durations(200), "{cap:?}");
+        assert!(metric(&ing, &format!("anomaly_tempo_search_limit {CAP}")));
+        let warnings = cap_warnings(&logs);
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(warnings[0].contains("config"), "{}", warnings[0]);
+    }
+}

@@ -66,6 +66,16 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+impl ResultLabels {
+    /// `clamped` (Tempo had cut the answer) or `complete`.
+    fn of(clamped: bool) -> Self {
+        let result = if clamped { "clamped" } else { "complete" };
+        ResultLabels {
+            result: result.to_owned(),
+        }
+    }
+}
+
 impl IngestMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = IngestMetrics {
@@ -131,6 +141,10 @@ impl IngestMetrics {
             "The limit searches ask Tempo for: tempo.limit, or the lower max_result_limit Tempo enforces",
             m.search_limit.clone(),
         );
+        // Both series exist from the start at 0, so `increase()` sees the first cut.
+        for clamped in [true, false] {
+            drop(m.cap_checks.get_or_create(&ResultLabels::of(clamped)));
+        }
         registry.register(
             "tempo_cap_checks",
             "Answers smaller than the limit checked by splitting, by result (clamped: Tempo had cut the answer at a cap it did not report)",
@@ -151,11 +165,8 @@ impl IngestMetrics {
     }
 
     pub fn cap_check(&self, clamped: bool) {
-        let result = if clamped { "clamped" } else { "complete" };
         self.cap_checks
-            .get_or_create(&ResultLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&ResultLabels::of(clamped))
             .inc();
     }
 

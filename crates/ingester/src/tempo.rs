@@ -209,31 +209,14 @@ impl TempoClient {
             return;
         }
         let request = self.authorised(self.http.get(&self.config_url));
-        let body = match request.send().await {
-            Ok(r) if r.status() == StatusCode::OK => match r.text().await {
-                Ok(body) => body,
-                Err(e) => {
-                    tracing::debug!(error = %e, "tempo's /status/config could not be read");
-                    return;
+        match self.body(request).await {
+            Ok(body) => match parse_status_config(&String::from_utf8_lossy(&body)) {
+                Some(cap) => {
+                    self.cap.lower(cap, CapSource::Config);
                 }
+                None => tracing::debug!("tempo's /status/config names no max_result_limit"),
             },
-            Ok(r) => {
-                tracing::debug!(
-                    status = r.status().as_u16(),
-                    "tempo's /status/config is not available"
-                );
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "tempo's /status/config could not be read");
-                return;
-            }
-        };
-        match parse_status_config(&body) {
-            Some(cap) => {
-                self.cap.lower(cap, CapSource::Config);
-            }
-            None => tracing::debug!("tempo's /status/config names no max_result_limit"),
+            Err(e) => tracing::debug!(error = %e, "tempo's /status/config is not available"),
         }
     }
 
@@ -295,6 +278,12 @@ impl TempoClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<Value>, TempoError> {
+        SearchResponse::parse(&self.body(request).await?)
+    }
+
+    /// Sends `request` and reads a 200's body, at most `max_response_bytes` of it; any other
+    /// status is an error carrying the start of Tempo's plain-text message.
+    async fn body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, TempoError> {
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
         let cap = self.settings.max_response_bytes;
@@ -319,7 +308,7 @@ impl TempoClient {
                 body: text,
             });
         }
-        SearchResponse::parse(&body)
+        Ok(body)
     }
 
     fn transport(&self, e: reqwest::Error) -> TempoError {

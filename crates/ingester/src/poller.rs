@@ -254,15 +254,22 @@ impl WindowFetcher {
         e: u64,
         may_check: bool,
     ) -> Result<Found, PollError> {
-        let mid = s + (e - s) / 2;
         report.splits += 1;
         self.metrics.window_splits.inc();
-        tracing::debug!(
-            start = s,
-            end = e,
-            mid,
-            "tempo truncated the window; splitting"
-        );
+        tracing::debug!(start = s, end = e, "tempo truncated the window; splitting");
+        self.halves(source, report, s, e, may_check).await
+    }
+
+    /// Walks `s..mid` then `mid..e`, earliest first; returns the trace IDs found in both.
+    async fn halves(
+        &self,
+        source: Source,
+        report: &mut WindowReport,
+        s: u64,
+        e: u64,
+        may_check: bool,
+    ) -> Result<Found, PollError> {
+        let mid = s + (e - s) / 2;
         let mut found = self.walk(source, report, s, mid, may_check).await?;
         found.extend(self.walk(source, report, mid, e, may_check).await?);
         Ok(found)
@@ -281,8 +288,8 @@ impl WindowFetcher {
         search: Search,
     ) -> Result<Found, PollError> {
         let returned = search.traces.len();
-        let whole = trace_ids(&search.traces).count();
-        let mid = s + (e - s) / 2;
+        // Distinct IDs: v2.0.1 can list a trace twice when several shards answer.
+        let whole: Found = trace_ids(&search.traces).collect();
         report.cap_checks += 1;
         tracing::debug!(
             start = s,
@@ -290,17 +297,16 @@ impl WindowFetcher {
             returned,
             "checking whether tempo cut this answer"
         );
-        let mut found = self.walk(source, report, s, mid, false).await?;
-        found.extend(self.walk(source, report, mid, e, false).await?);
-        let missed: Vec<Value> = search
-            .traces
-            .into_iter()
-            .filter(|t| trace_id(t).is_some_and(|id| !found.contains(&id)))
-            .collect();
-        if !missed.is_empty() {
+        let mut found = self.halves(source, report, s, e, false).await?;
+        if !whole.is_subset(&found) {
+            let missed: Vec<Value> = search
+                .traces
+                .into_iter()
+                .filter(|t| trace_id(t).is_some_and(|id| !found.contains(&id)))
+                .collect();
             found.extend(self.ingest(source, report, &missed).await?);
         }
-        let clamped = found.len() > whole;
+        let clamped = found.len() > whole.len();
         self.metrics.cap_check(clamped);
         if clamped {
             report.clamped += 1;

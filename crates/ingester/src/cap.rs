@@ -136,22 +136,28 @@ impl ResultCap {
 
     /// As [`ResultCap::new`], forgetting a learned cap after `recheck_after` (tests shorten it).
     pub fn with_recheck(configured: usize, gauge: Gauge, recheck_after: Duration) -> Self {
-        gauge.set(i64::try_from(configured).unwrap_or(i64::MAX));
-        ResultCap {
+        let cap = ResultCap {
             configured,
             recheck_after,
             state: Arc::default(),
             gauge,
-        }
+        };
+        cap.enter(&mut cap.lock(), None);
+        cap
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `tempo.limit`.
-    pub fn configured(&self) -> usize {
-        self.configured
+    /// Puts `learned` (or, without one, `tempo.limit`) in force: what was known about answer
+    /// sizes belongs to the old limit, and the gauge reports the new one.
+    fn enter(&self, s: &mut State, learned: Option<Learned>) {
+        s.learned = learned;
+        s.high_water = 0;
+        s.last_returned = None;
+        let limit = learned.map_or(self.configured, |l| l.cap);
+        self.gauge.set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// The limit to ask Tempo for: the learned cap, or `tempo.limit`. A cap older than
@@ -166,11 +172,7 @@ impl ResultCap {
                 limit = self.configured,
                 "asking tempo for tempo.limit again to see whether its result cap is still there"
             );
-            s.learned = None;
-            s.high_water = 0;
-            s.last_returned = None;
-            self.gauge
-                .set(i64::try_from(self.configured).unwrap_or(i64::MAX));
+            self.enter(&mut s, None);
         }
         s.learned.map_or(self.configured, |l| l.cap)
     }
@@ -201,14 +203,12 @@ impl ResultCap {
         if cap >= current {
             return false;
         }
-        s.learned = Some(Learned {
+        let learned = Learned {
             cap,
             source,
             at: Instant::now(),
-        });
-        s.high_water = 0;
-        s.last_returned = None;
-        self.gauge.set(i64::try_from(cap).unwrap_or(i64::MAX));
+        };
+        self.enter(&mut s, Some(learned));
         if source == CapSource::Clamped {
             // A cut answer holds the cap, or a few more when several shards answer at once
             // (v2.0.1 returned 10 for a limit of 5); a larger one was not cut at this cap.

@@ -38,6 +38,20 @@ fn metric(ing: &ingester::Ingester, line: &str) -> bool {
     ing.metrics().encode().lines().any(|l| l == line)
 }
 
+/// The cap is in force and was announced once; a silent one also had the slices it may have
+/// cut searched again.
+fn learned_once(ing: &ingester::Ingester, logs: &Logs, cap: LimitCap) {
+    assert!(metric(ing, &format!("anomaly_tempo_search_limit {CAP}")));
+    assert_eq!(cap_warnings(logs).len(), 1, "{cap:?}");
+    if let LimitCap::Clamp(_) = cap {
+        assert!(
+            !logs
+                .lines("searching again the slices tempo may have cut")
+                .is_empty()
+        );
+    }
+}
+
 /// The WARN lines announcing the cap.
 fn cap_warnings(logs: &Logs) -> Vec<String> {
     logs.lines(&format!("tempo returns at most {CAP} traces per search"))
@@ -146,15 +160,7 @@ async fn the_backfill_stores_every_trace_behind_a_cap() {
             "{cap:?}: each trace exactly once"
         );
         assert_eq!(report.unsplittable, 0);
-        assert!(metric(&ing, &format!("anomaly_tempo_search_limit {CAP}")));
-        assert_eq!(cap_warnings(&logs).len(), 1, "{cap:?}");
-        if let LimitCap::Clamp(_) = cap {
-            assert!(
-                !logs
-                    .lines("searching again the slices tempo may have cut")
-                    .is_empty()
-            );
-        }
+        learned_once(&ing, &logs, cap);
     }
 }
 
@@ -211,15 +217,7 @@ async fn a_cap_that_appears_mid_run_loses_nothing() {
             durations(added),
             "{cap:?}: each trace exactly once"
         );
-        assert!(metric(&ing, &format!("anomaly_tempo_search_limit {CAP}")));
-        assert_eq!(cap_warnings(&logs).len(), 1, "{cap:?}");
-        if let LimitCap::Clamp(_) = cap {
-            assert!(
-                !logs
-                    .lines("searching again the slices tempo may have cut")
-                    .is_empty()
-            );
-        }
+        learned_once(&ing, &logs, cap);
     }
 }
 

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use crate::{T0_NANOS, count_panics, panics};
+use crate::{T0_NANOS, count_panics, panics, query_escape};
 
 /// Field names the services look for, so arbitrary objects often hit the real parsing paths.
 const FIELDS: [&str; 9] = [
@@ -209,18 +209,6 @@ fn post(router: &Router, path: &str, bytes: Vec<u8>) -> Result<(u16, Value), Tes
             .body(Body::from(bytes))
             .unwrap(),
     )
-}
-
-/// Percent-encodes every byte of `s`, so any string survives as a query parameter.
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 proptest! {

@@ -16,7 +16,7 @@ use anomaly_core::{BaselineKey, DayType, NameRules};
 use anomaly_store::Store;
 
 use crate::bad_input::hostile_string;
-use crate::{T0_NANOS, checker_config, ingester_config, recomputer_config};
+use crate::{T0_NANOS, checker_config, ingester_config, query_escape, recomputer_config};
 
 type Name = (String, String);
 
@@ -48,17 +48,6 @@ async fn call(router: &Router, request: Request<Body>) -> (u16, Value) {
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
-}
-
-fn escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Pushes one sample per name (name i lasting `10 * (i + 1)` ms), drains the recomputer, and
@@ -118,8 +107,8 @@ async fn baselines_for(names: &[Name]) -> Vec<Value> {
         }
         let query = format!(
             "/v1/baseline?service={}&endpoint={}&hour=14&dayType=weekday",
-            escape(service),
-            escape(endpoint)
+            query_escape(service),
+            query_escape(endpoint)
         );
         let (status, body) = call(&checker, Request::get(query).body(Body::empty()).unwrap()).await;
         assert_eq!(status, 200, "{body}");

@@ -27,6 +27,19 @@ pub(crate) const T0_NANOS: u64 = 1_795_586_400_000_000_000;
 /// Panics anywhere in this test process since [`count_panics`] was first called. A request
 /// handler that panics is caught by the HTTP stack and answered 500; counting panics proves
 /// that did not happen even where no response shows it (background loops).
+/// Percent-encodes every byte of `s` but the unreserved ones, so any string survives as a
+/// query parameter.
+pub(crate) fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub(crate) fn panics() -> u64 {
     PANICS.load(Ordering::SeqCst)
 }

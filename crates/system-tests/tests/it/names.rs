@@ -16,7 +16,7 @@ use anomaly_core::NameRules;
 use anomaly_store::Store;
 use tracegen::tempo::{FakeTempo, Trace};
 
-use crate::{T0_NANOS, checker_config, ingester_config, recomputer_config};
+use crate::{T0_NANOS, checker_config, ingester_config, query_escape, recomputer_config};
 
 const T0: u64 = T0_NANOS / 1_000_000_000;
 
@@ -43,17 +43,6 @@ fn post(path: &str, body: &Value) -> Request<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
-}
-
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// What the checker answers for `service` and `endpoint` at T0 (14:00 on a weekday): the

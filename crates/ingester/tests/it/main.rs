@@ -45,6 +45,17 @@ pub(crate) fn ingester(config: &Config) -> Ingester {
     Ingester::new(config.clone()).expect("ingester builds")
 }
 
+/// The ingester's router on a real loopback socket, until the task is dropped or aborted.
+pub(crate) async fn serve(ing: &Ingester) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = ing.router();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, task)
+}
+
 pub(crate) fn poller(ingester: &Ingester) -> Poller {
     ingester.poller().expect("tempo is configured")
 }

@@ -3,7 +3,6 @@
 //! (INVALID_SERVICE, INVALID_ENDPOINT), and the rest of the batch or window is stored.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DayType, NameRules};
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use tracegen::tempo::{FakeTempo, Trace};
 
 use crate::logs::Logs;
-use crate::{T0, at, config, id, ingester, nanos, poller, samples};
+use crate::{T0, at, config, id, ingester, nanos, poller, samples, serve};
 
 const LIMIT: usize = NameRules::DEFAULT_MAX_BYTES;
 
@@ -54,16 +53,6 @@ fn metric(ing: &Ingester, source: &str, outcome: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0, |v| v.parse().unwrap())
-}
-
-async fn serve(ing: &Ingester) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = ing.router();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, task)
 }
 
 fn pushed(n: u64, service: &str, endpoint: &str) -> Value {

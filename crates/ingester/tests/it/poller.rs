@@ -11,7 +11,7 @@ use tracegen::tempo::{Auth, FakeTempo, Fault, Mode, RunningTempo, Trace};
 use crate::logs::Logs;
 use crate::{
     T0, accepted, all_durations, at, config, id, ingester, nanos, poll_until_caught_up, poller,
-    trace,
+    serve, trace,
 };
 
 async fn tempo_at(now: u64) -> RunningTempo {
@@ -236,10 +236,7 @@ async fn a_tempo_outage_leaves_no_gap() {
     let tempo = tempo_at(T0 + 600).await;
     let ing = ingester(&config(&shared_redis_url(), "outage", &tempo.url()));
     let p = poller(&ing);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = ing.router();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (addr, server) = serve(&ing).await;
     let readyz = async || -> serde_json::Value {
         let r = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
         assert_eq!(r.status(), 200, "tempo is informational on /readyz");

@@ -9,17 +9,7 @@ use anomaly_testkit::{RedisServer, shared_redis_url};
 use serde_json::{Value, json};
 use tracegen::tempo::{FakeTempo, Trace};
 
-use crate::{T0, all_durations, at, config, ingester, nanos, poller};
-
-async fn serve(ing: &ingester::Ingester) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = ing.router();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    (addr, task)
-}
+use crate::{T0, all_durations, at, config, ingester, nanos, poller, serve};
 
 async fn post(addr: SocketAddr, body: &Value) -> (u16, Value) {
     let r = reqwest::Client::new()

@@ -57,7 +57,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anomaly_core::TraceId;
 use anomaly_runtime::lifecycle::CancellationToken;
 use anomaly_store::poller::CursorAdvance;
 use anomaly_store::{Store, StoreError};
@@ -68,6 +67,7 @@ use crate::config::TempoSection;
 use crate::ingest::{BatchReport, Ingest};
 use crate::metrics::{IngestMetrics, Source};
 use crate::tempo::{Search, TempoClient, TempoError};
+use crate::trace::TraceItem;
 
 /// Why a poll (or a backfill step) failed; the cursor did not move.
 #[derive(Debug, thiserror::Error)]
@@ -337,8 +337,8 @@ impl WindowFetcher {
 
 /// A search result's trace ID, normalised; `None` when it has none that is valid.
 fn trace_id(trace: &Value) -> Option<String> {
-    let raw = trace.get("traceID")?.as_str()?;
-    TraceId::parse(raw).ok().map(|id| id.as_str().to_owned())
+    let id = TraceItem::from_json(trace).ok()?.trace_id().ok()?;
+    Some(id.as_str().to_owned())
 }
 
 fn trace_ids(traces: &[Value]) -> impl Iterator<Item = String> + '_ {

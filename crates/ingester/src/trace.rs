@@ -127,6 +127,21 @@ impl<'a> TraceItem<'a> {
             duration_ms: obj.get("durationMs"),
         })
     }
+
+    /// The trace ID, normalised (INVALID_TRACE_ID when it is missing, empty, not a string or
+    /// not 1-32 hex digits).
+    pub fn trace_id(&self) -> Result<TraceId, ItemError> {
+        let invalid = |m: String| ItemError::new(ErrorCode::InvalidTraceId, m);
+        match self.trace_id {
+            Some(Value::String(s)) if !s.is_empty() => {
+                TraceId::parse(s).map_err(|e| invalid(e.to_string()))
+            }
+            Some(Value::String(_) | Value::Null) | None => {
+                Err(invalid("traceID is missing or empty".to_owned()))
+            }
+            Some(_) => Err(invalid("traceID must be a string".to_owned())),
+        }
+    }
 }
 
 /// [`parse_with`] under the default name rule (`max_name_bytes` 256).
@@ -150,23 +165,7 @@ pub fn parse_with(
     names: NameRules,
 ) -> Result<Parsed, ItemError> {
     let item = TraceItem::from_json(value)?;
-    let raw_id = match item.trace_id {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_) | Value::Null) | None => {
-            return Err(ItemError::new(
-                ErrorCode::InvalidTraceId,
-                "traceID is missing or empty",
-            ));
-        }
-        Some(_) => {
-            return Err(ItemError::new(
-                ErrorCode::InvalidTraceId,
-                "traceID must be a string",
-            ));
-        }
-    };
-    let trace_id = TraceId::parse(raw_id)
-        .map_err(|e| ItemError::new(ErrorCode::InvalidTraceId, e.to_string()))?;
+    let trace_id = item.trace_id()?;
     // Partial before the name rule: the placeholder is Tempo's, not a name to be judged.
     if item.root_service_name.and_then(Value::as_str) == Some(PARTIAL_ROOT) {
         return Ok(Parsed::Partial);

@@ -154,7 +154,9 @@ weekend_days: ["Sat", "Sun"]
 telemetry:
   log_format: "text"
 ingester:
-  listen: "127.0.0.1:$INGESTER_PORT"
+  listen: "127.0.0.1:$INGESTER_PORT"   # also OTLP/HTTP: POST /v1/traces
+  otlp:
+    grpc_listen: "127.0.0.1:$OTLP_GRPC_PORT"
   tempo:
     url: "http://127.0.0.1:$TEMPO_PORT"
     poll_interval: "5s"
@@ -175,12 +177,14 @@ start_stack() {
   pick_port 8080 && CHECKER_PORT=$PORT
   pick_port 8081 && INGESTER_PORT=$PORT
   pick_port 8082 && RECOMPUTER_PORT=$PORT
+  pick_port 4317 && OTLP_GRPC_PORT=$PORT
   CHECKER="http://127.0.0.1:$CHECKER_PORT"
   RECOMPUTER="http://127.0.0.1:$RECOMPUTER_PORT"
   write_config
   cat >"$STATE/env" <<EOF
 CHECKER=$CHECKER
 INGESTER=http://127.0.0.1:$INGESTER_PORT
+OTLP_GRPC=http://127.0.0.1:$OTLP_GRPC_PORT
 RECOMPUTER=http://127.0.0.1:$RECOMPUTER_PORT
 TEMPO=http://127.0.0.1:$TEMPO_PORT
 REDIS=redis://127.0.0.1:$REDIS_PORT

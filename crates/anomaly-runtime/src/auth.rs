@@ -80,31 +80,38 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// Checks an `Authorization` value (an HTTP header or gRPC metadata): `Ok` when
+    /// authentication is off or it is `Bearer <token>` with an accepted token, else why not.
+    pub fn check_bearer(&self, authorization: Option<&[u8]>) -> Result<(), &'static str> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let presented = authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match presented {
+            Some(token) if self.accepts(token) => Ok(()),
+            Some(_) => Err("the bearer token is not valid"),
+            None => Err("this API needs an Authorization: Bearer token"),
+        }
+    }
+}
+
 /// Middleware: 401 unless the request carries `Authorization: Bearer <token>`.
 pub async fn require_bearer(
     State(tokens): State<Tokens>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !tokens.enabled() {
-        return next.run(request).await;
-    }
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if tokens.accepts(token) => next.run(request).await,
-        Some(_) => {
-            ApiError::new(ErrorCode::Unauthorized, "the bearer token is not valid").into_response()
-        }
-        None => ApiError::new(
-            ErrorCode::Unauthorized,
-            "this API needs an Authorization: Bearer token",
-        )
-        .into_response(),
+        .map(|v| v.as_bytes());
+    match tokens.check_bearer(presented) {
+        Ok(()) => next.run(request).await,
+        Err(why) => ApiError::new(ErrorCode::Unauthorized, why).into_response(),
     }
 }
 

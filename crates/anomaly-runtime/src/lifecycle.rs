@@ -83,9 +83,11 @@ where
     served
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then waits at most `grace` for
-/// in-flight requests before returning.
-async fn serve(
+/// Serves `router` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge, as gRPC clients
+/// speak it) until `stop` is cancelled, then waits at most `grace` for in-flight requests
+/// before returning. [`run`] serves its main listener so; a second port (OTLP/gRPC) is served
+/// with this from the background task.
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,

@@ -30,6 +30,7 @@ pub struct Section {
     /// Traces dropped before they become samples (health checks, probes), pushed or polled.
     pub ignore: Vec<IgnoreRule>,
     pub tempo: TempoSection,
+    pub otlp: OtlpSection,
 }
 
 impl Default for Section {
@@ -42,6 +43,7 @@ impl Default for Section {
             max_keys: 100_000,
             ignore: Vec::new(),
             tempo: TempoSection::default(),
+            otlp: OtlpSection::default(),
         }
     }
 }
@@ -54,6 +56,66 @@ impl Default for Section {
 pub struct IgnoreRule {
     pub service: Option<String>,
     pub endpoint: Option<String>,
+}
+
+/// `ingester.otlp:`: the OTLP receiver. OTLP/HTTP (`POST /v1/traces`) is always served on
+/// `ingester.listen`; OTLP/gRPC on its own port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSection {
+    /// Address of OTLP/gRPC `TraceService/Export`; empty (`""`) turns gRPC off.
+    #[serde(deserialize_with = "optional_addr")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Largest request, both as received and after decompression (413 over HTTP,
+    /// OUT_OF_RANGE or RESOURCE_EXHAUSTED over gRPC).
+    pub max_body_bytes: usize,
+    /// Most spans one request may carry (413 / INVALID_ARGUMENT beyond).
+    pub max_spans: usize,
+    /// OTLP requests handled at once, HTTP and gRPC together; beyond it requests are shed with
+    /// 429 and `Retry-After` (gRPC: RESOURCE_EXHAUSTED with RetryInfo), which Collectors retry.
+    pub max_concurrency: usize,
+}
+
+impl Default for OtlpSection {
+    fn default() -> Self {
+        OtlpSection {
+            grpc_listen: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_spans: 100_000,
+            max_concurrency: 32,
+        }
+    }
+}
+
+/// An address, or `""` for none.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{e}: expected host:port, or \"\" for off")))
+}
+
+impl OtlpSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, msg: &str| Err(ConfigError::new(format!("ingester.otlp.{key}"), msg));
+        if self.max_body_bytes < 1024 {
+            return err("max_body_bytes", "must be at least 1024");
+        }
+        if self.max_body_bytes > u32::MAX as usize {
+            return err("max_body_bytes", "must be at most 4 GiB");
+        }
+        if self.max_spans == 0 {
+            return err("max_spans", "must be at least 1");
+        }
+        if self.max_concurrency == 0 {
+            return err("max_concurrency", "must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// `ingester.tempo:`: where and how to poll Grafana Tempo.
@@ -173,6 +235,7 @@ impl ServiceSection for Section {
                 }
             }
         }
+        self.otlp.validate()?;
         self.tempo.validate()
     }
 }

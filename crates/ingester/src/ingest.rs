@@ -7,10 +7,11 @@ use std::time::Duration;
 use anomaly_core::{Bucketer, NameRules};
 use anomaly_runtime::error::ErrorCode;
 use anomaly_runtime::telemetry::LogEvery;
-use anomaly_store::{IngestSettings, Store, StoreError};
+use anomaly_store::{IngestItem, IngestSettings, Store, StoreError};
 use serde_json::Value;
 
-use crate::metrics::{IngestMetrics, Source};
+use crate::metrics::{IngestMetrics, Source, Transport};
+use crate::otlp::ChildSpan;
 use crate::trace::{self, IgnoreRules, ItemError, Parsed};
 
 /// The key cap's warning, at most every 10 s (per process: every batch over the cap would
@@ -92,7 +93,7 @@ impl Ingest {
                 Ok(Parsed::Ignored) => report.ignored += 1,
                 Ok(Parsed::Partial) => {
                     report.partial += 1;
-                    if source == Source::Push {
+                    if source.is_client() {
                         report.rejected += 1;
                         report.errors.push((
                             index,
@@ -114,7 +115,7 @@ impl Ingest {
                 }
             }
         }
-        if source != Source::Push
+        if !source.is_client()
             && let Some((index, first)) = report.errors.first()
         {
             // One line per batch, not per trace: a Tempo full of odd traces must not flood logs.
@@ -127,7 +128,18 @@ impl Ingest {
                 "tempo returned traces that cannot become samples; skipped"
             );
         }
-        let stored = self.store.ingest(&items, &self.settings).await?;
+        self.store(source, &items, report).await
+    }
+
+    /// Stores validated samples and completes `report` (which already counts what was refused,
+    /// ignored or partial before storage), counting every outcome in the metrics.
+    pub(crate) async fn store(
+        &self,
+        source: Source,
+        items: &[IngestItem],
+        mut report: BatchReport,
+    ) -> Result<BatchReport, StoreError> {
+        let stored = self.store.ingest(items, &self.settings).await?;
         report.accepted = stored.accepted;
         report.duplicates = stored.duplicates;
         report.over_cardinality = stored.over_cardinality;
@@ -135,16 +147,13 @@ impl Ingest {
         let m = &self.metrics;
         m.count(source, "accepted", report.accepted);
         m.count(source, "duplicate", report.duplicates);
-        m.count(
-            source,
-            "rejected",
-            report.rejected
-                - if source == Source::Push {
-                    report.partial
-                } else {
-                    0
-                },
-        );
+        // A pushed partial trace is refused, but counted once, as partial.
+        let refused_partial = if source.is_client() {
+            report.partial
+        } else {
+            0
+        };
+        m.count(source, "rejected", report.rejected - refused_partial);
         m.count(source, "partial", report.partial);
         m.count(source, "ignored", report.ignored);
         m.count(source, "over_cardinality", report.over_cardinality);
@@ -152,6 +161,23 @@ impl Ingest {
             self.log_cap(source, report.over_cardinality);
         }
         Ok(report)
+    }
+
+    /// The span hook: valid non-root spans received over OTLP, called before the request is
+    /// acknowledged (so a store error here is the client's 503 too). Span baselines will keep
+    /// them; until then they are only counted (`anomaly_otlp_spans_total{outcome="child"}`).
+    pub(crate) async fn child_spans(
+        &self,
+        _transport: Transport,
+        _spans: &[ChildSpan<'_>],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The rules a sample is held to: time buckets, ignore rules and names, as push and poll
+    /// apply them.
+    pub(crate) fn rules(&self) -> (&Bucketer, &IgnoreRules, NameRules) {
+        (&self.bucketer, &self.ignore, self.names)
     }
 
     fn log_cap(&self, source: Source, dropped: u64) {

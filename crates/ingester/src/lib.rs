@@ -7,6 +7,8 @@
 //! - [`tempo`]: the Tempo search client (retries, error classification, response parsing).
 //! - [`cap`]: Tempo's result cap (`max_result_limit`), refused or silently applied, learned.
 //! - [`trace`]: one trace validated into a sample (shared by push, poll and backfill).
+//! - [`otlp`]: the OTLP trace receiver (HTTP `POST /v1/traces`, gRPC `TraceService/Export`):
+//!   root spans become samples on the same path.
 
 pub mod api;
 pub mod backfill;
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod config;
 mod ingest;
 pub mod metrics;
+pub mod otlp;
 pub mod poller;
 pub mod tempo;
 pub mod trace;
@@ -35,7 +38,7 @@ use axum::routing::post;
 use tokio::net::TcpListener;
 
 pub use backfill::{BackfillArgs, BackfillError, BackfillReport};
-pub use config::{IgnoreRule, Section, TempoAuth, TempoSection};
+pub use config::{IgnoreRule, OtlpSection, Section, TempoAuth, TempoSection};
 pub use ingest::BatchReport;
 pub use poller::{PollError, PollOutcome, Poller, WindowReport};
 
@@ -59,6 +62,7 @@ pub struct Ingester {
     tempo: Option<TempoClient>,
     tempo_status: TempoStatus,
     owner: String,
+    otlp: otlp::Receiver,
 }
 
 impl Ingester {
@@ -90,6 +94,12 @@ impl Ingester {
             ingest_metrics.clone(),
         );
         let tokens = Tokens::load(&section.auth, "ingester")?;
+        let otlp = otlp::Receiver::new(
+            ingest.clone(),
+            tokens.clone(),
+            section.otlp.clone(),
+            ingest_metrics.clone(),
+        );
         let owner = lifecycle::instance_id(Section::NAME);
         let tempo_status = TempoStatus::default();
         let tempo = section
@@ -118,6 +128,7 @@ impl Ingester {
             tempo,
             tempo_status,
             owner,
+            otlp,
         })
     }
 
@@ -129,8 +140,14 @@ impl Ingester {
         &self.metrics
     }
 
-    /// The HTTP service: the push API (auth, limits), probes (with Tempo's last search result
-    /// on `/readyz`, informational), `/metrics` and `/openapi.json`.
+    /// The OTLP/gRPC service (`TraceService/Export`), to serve with HTTP/2 on its own port.
+    pub fn grpc_router(&self) -> Router {
+        http::finish(otlp::grpc::router(self.otlp.clone()), self.metrics.clone())
+    }
+
+    /// The HTTP service: the push API (auth, limits), OTLP/HTTP (`POST /v1/traces`, its own
+    /// auth, limits and shedding, see [`otlp`]), probes (with Tempo's last search result on
+    /// `/readyz`, informational), `/metrics` and `/openapi.json`.
     pub fn router(&self) -> Router {
         let section = &self.config.service;
         let api = Router::new()
@@ -140,6 +157,12 @@ impl Ingester {
                 max_batch_items: section.max_batch_items,
             });
         let api = http::trace(http::protect_api(api, &section.limits, self.tokens.clone()));
+        let otlp_http = http::trace(
+            Router::new()
+                .route(otlp::http::PATH, post(otlp::http::export))
+                .with_state(self.otlp.clone()),
+        );
+        let api = api.merge(otlp_http);
         let mut extra: Vec<(&'static str, ExtraCheck)> = Vec::new();
         if self.tempo.is_some() {
             let status = self.tempo_status.clone();
@@ -187,28 +210,62 @@ impl Ingester {
     }
 }
 
-/// Runs the service on `listener` until `shutdown` resolves: the push API on every replica,
-/// the poller wherever it holds the lease.
+/// Runs the service on `listener` until `shutdown` resolves: the push API and OTLP/HTTP on
+/// every replica, OTLP/gRPC on `ingester.otlp.grpc_listen` when set, the poller wherever it
+/// holds the lease.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grpc = match config.service.otlp.grpc_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (ingester.otlp.grpc_listen): {e}")
+        })?),
+        None => None,
+    };
+    run_with(config, listener, grpc, shutdown).await
+}
+
+/// [`run`] on listeners already bound: `grpc` serves OTLP/gRPC (whatever
+/// `ingester.otlp.grpc_listen` says).
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    grpc: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = config.service.limits.shutdown_grace;
     let ingester = Ingester::new(config)?;
     let poller = ingester.poller();
     tracing::info!(addr = %listener.local_addr()?, "ingester listening");
+    let grpc = grpc
+        .map(|l| {
+            tracing::info!(addr = %l.local_addr()?, "otlp/grpc listening");
+            Ok::<_, std::io::Error>((l, ingester.grpc_router()))
+        })
+        .transpose()?;
     lifecycle::run(
         listener,
         ingester.router(),
         grace,
         shutdown,
         |stop| async move {
-            if let Some(poller) = poller {
-                tracing::info!(owner = poller.owner(), "tempo poller started");
-                // Stops on shutdown and releases the lease.
-                poller.run(stop).await;
-            }
+            let grpc = async {
+                if let Some((listener, router)) = grpc
+                    && let Err(e) = lifecycle::serve(listener, router, stop.clone(), grace).await
+                {
+                    tracing::error!(error = %e, "otlp/grpc server failed");
+                }
+            };
+            let poll = async {
+                if let Some(poller) = poller {
+                    tracing::info!(owner = poller.owner(), "tempo poller started");
+                    // Stops on shutdown and releases the lease.
+                    poller.run(stop.clone()).await;
+                }
+            };
+            tokio::join!(grpc, poll);
         },
     )
     .await?;

@@ -13,6 +13,8 @@ pub enum Source {
     Push,
     Poll,
     Backfill,
+    /// Root spans received over OTLP.
+    Otlp(Transport),
 }
 
 impl Source {
@@ -21,8 +23,39 @@ impl Source {
             Source::Push => "push",
             Source::Poll => "poll",
             Source::Backfill => "backfill",
+            Source::Otlp(Transport::Http) => "otlp_http",
+            Source::Otlp(Transport::Grpc) => "otlp_grpc",
         }
     }
+
+    /// Whether items came from a client (refusals are the client's to see, not logged).
+    pub fn is_client(self) -> bool {
+        matches!(self, Source::Push | Source::Otlp(_))
+    }
+}
+
+/// How an OTLP request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Grpc,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OtlpLabels {
+    pub transport: &'static str,
+    /// Spans: root, child or rejected. Requests: ok, partial, invalid, too_large,
+    /// unsupported, unauthenticated, overloaded, unavailable.
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +92,12 @@ pub struct IngestMetrics {
     /// `anomaly_tempo_cap_checks_total{result}`: suspect answers checked by splitting, by
     /// result (`clamped`: Tempo had cut the answer; `complete`).
     pub cap_checks: Family<ResultLabels, Counter>,
+    /// `anomaly_otlp_spans_total{transport, outcome}`: root (valid root spans, stored or
+    /// deduplicated as `anomaly_ingest_traces_total{source="otlp_*"}` says), child (valid
+    /// non-root spans) or rejected (counted in the answer's partialSuccess).
+    pub otlp_spans: Family<OtlpLabels, Counter>,
+    /// `anomaly_otlp_requests_total{transport, outcome}`.
+    pub otlp_requests: Family<OtlpLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +129,8 @@ impl IngestMetrics {
             gap_seconds: Counter::default(),
             search_limit: Gauge::default(),
             cap_checks: Family::default(),
+            otlp_spans: Family::default(),
+            otlp_requests: Family::default(),
         };
         registry.register(
             "ingest_traces",
@@ -150,7 +191,35 @@ impl IngestMetrics {
             "Answers smaller than the limit checked by splitting, by result (clamped: Tempo had cut the answer at a cap it did not report)",
             m.cap_checks.clone(),
         );
+        registry.register(
+            "otlp_spans",
+            "OTLP spans received, by transport (http, grpc) and outcome (root, child, rejected)",
+            m.otlp_spans.clone(),
+        );
+        registry.register(
+            "otlp_requests",
+            "OTLP export requests by transport and outcome (ok, partial, invalid, too_large, unsupported, unauthenticated, overloaded, unavailable)",
+            m.otlp_requests.clone(),
+        );
         m
+    }
+
+    pub fn otlp_spans(&self, transport: Transport, outcome: &'static str, n: u64) {
+        if n > 0 {
+            let labels = OtlpLabels {
+                transport: transport.as_str(),
+                outcome,
+            };
+            self.otlp_spans.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    pub fn otlp_request(&self, transport: Transport, outcome: &'static str) {
+        let labels = OtlpLabels {
+            transport: transport.as_str(),
+            outcome,
+        };
+        self.otlp_requests.get_or_create(&labels).inc();
     }
 
     pub fn count(&self, source: Source, outcome: &str, n: u64) {

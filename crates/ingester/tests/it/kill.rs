@@ -35,6 +35,7 @@ async fn start(redis: &str, prefix: &str) -> Binary {
         .env("ANOMALY_REDIS__URL", redis)
         .env("ANOMALY_REDIS__KEY_PREFIX", prefix)
         .env("ANOMALY_INGESTER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", "")
         .env("ANOMALY_STATS__WINDOW_SIZE", "100000")
         .env("ANOMALY_TELEMETRY__LOG_LEVEL", "warn")
         .stdout(Stdio::null())

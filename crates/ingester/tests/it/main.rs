@@ -38,6 +38,8 @@ pub(crate) fn config(redis_url: &str, test: &str, tempo: &str) -> Config {
     t.backoff = Duration::from_millis(5);
     t.max_backoff = Duration::from_millis(20);
     t.timeout = Duration::from_secs(5);
+    // Tests run side by side: OTLP/gRPC's default port would be taken by the first.
+    c.service.otlp.grpc_listen = None;
     c
 }
 

@@ -81,6 +81,8 @@ pub(crate) fn ingester_config(redis_url: &str, prefix: &str) -> ingester::Config
     let mut c: ingester::Config =
         anomaly_runtime::load::<ingester::Section>(None).expect("defaults load");
     common(&mut c.common, redis_url, prefix);
+    // Tests run side by side: OTLP/gRPC's default port would be taken by the first.
+    c.service.otlp.grpc_listen = None;
     c
 }
 

@@ -167,6 +167,11 @@ spec:
             - name: http
               containerPort: {{ $v.port }}
               protocol: TCP
+            {{- if and (eq $component "ingester") (include "latency-anomaly.otlpGrpc" $) }}
+            - name: otlp-grpc
+              containerPort: {{ $v.otlp.grpc.port }}
+              protocol: TCP
+            {{- end }}
           {{- with $env }}
           env:
             {{- . | nindent 12 }}
@@ -268,6 +273,22 @@ spec:
       port: {{ $v.service.port }}
       targetPort: http
       protocol: TCP
+    {{- if eq .component "ingester" }}
+    {{- if not (kindIs "invalid" $v.service.otlpHttpPort) }}
+    # OTLP/HTTP's standard port; the ingester serves POST /v1/traces on its http port.
+    - name: otlp-http
+      port: {{ $v.service.otlpHttpPort }}
+      targetPort: http
+      protocol: TCP
+    {{- end }}
+    {{- if include "latency-anomaly.otlpGrpc" $ }}
+    - name: otlp-grpc
+      port: {{ $v.service.otlpGrpcPort }}
+      targetPort: otlp-grpc
+      protocol: TCP
+      appProtocol: grpc
+    {{- end }}
+    {{- end }}
   selector:
     {{- include "latency-anomaly.componentSelectorLabels" . | nindent 4 }}
 {{- end }}
@@ -364,6 +385,11 @@ spec:
     - ports:
         - port: {{ $v.port }}
           protocol: TCP
+        {{- if and (eq $component "ingester") (include "latency-anomaly.otlpGrpc" $) }}
+        # OTLP/gRPC (OTLP/HTTP arrives on the port above, whichever Service port it came to).
+        - port: {{ $v.otlp.grpc.port }}
+          protocol: TCP
+        {{- end }}
       {{- with $from }}
       from:
         {{- toYaml . | nindent 8 }}

@@ -157,6 +157,11 @@ redis/rediss 6379). A value without "://" is read as host:port.
 {{- toJson $files }}
 {{- end }}
 
+{{/* Whether the ingester serves OTLP/gRPC on a port of its own; prints "true" or nothing. */}}
+{{- define "latency-anomaly.otlpGrpc" -}}
+{{- if .Values.ingester.otlp.grpc.enabled }}true{{ end }}
+{{- end }}
+
 {{/* Name of the Secret the chart creates from values. */}}
 {{- define "latency-anomaly.secretName" -}}
 {{- include "latency-anomaly.fullname" . }}
@@ -243,6 +248,12 @@ never appear here.
 {{- $_ := set $section "auth" (dict "tokens_file" (printf "%s/tokens" (include "latency-anomaly.tokensDir" $component))) }}
 {{- end }}
 {{- end }}
+{{- /* OTLP/HTTP shares ingester.listen; OTLP/gRPC follows its container port, or is off (""). */}}
+{{- $grpc := "" }}
+{{- if include "latency-anomaly.otlpGrpc" . }}
+{{- $grpc = printf "0.0.0.0:%d" (int .Values.ingester.otlp.grpc.port) }}
+{{- end }}
+{{- $_ := set $cfg.ingester.otlp "grpc_listen" $grpc }}
 {{- $cfg = mergeOverwrite $cfg (deepCopy .Values.extraConfig) }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -324,6 +335,21 @@ from configmap.yaml.
 {{- end }}
 {{- if ne (len $keys) (len (uniq $keys)) }}
 {{- fail (printf "latency-anomaly: the Secret created from values would hold the same key twice (%s); give each secret its own existingSecretKey" (join ", " $keys)) }}
+{{- end }}
+{{- with .Values.ingester }}
+{{- if and $.Values.ingester.otlp.grpc.enabled (eq (int .otlp.grpc.port) (int .port)) }}
+{{- fail "latency-anomaly: ingester.otlp.grpc.port must differ from ingester.port (OTLP/HTTP already shares that one)" }}
+{{- end }}
+{{- $ports := list (int .service.port) }}
+{{- if not (kindIs "invalid" .service.otlpHttpPort) }}
+{{- $ports = append $ports (int .service.otlpHttpPort) }}
+{{- end }}
+{{- if .otlp.grpc.enabled }}
+{{- $ports = append $ports (int .service.otlpGrpcPort) }}
+{{- end }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail (printf "latency-anomaly: ingester.service.port, otlpHttpPort and otlpGrpcPort must differ (%s)" (join ", " $ports)) }}
+{{- end }}
 {{- end }}
 {{- if gt (int .Values.config.stats.min_samples) (int .Values.config.stats.window_size) }}
 {{- fail "latency-anomaly: config.stats.min_samples must not exceed config.stats.window_size" }}

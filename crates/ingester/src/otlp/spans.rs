@@ -54,16 +54,19 @@ impl Refusal {
         Refusal::SpanName,
     ];
 
+    /// What the refused spans did, after "N spans".
     fn describe(self) -> &'static str {
         match self {
-            Refusal::NoServiceName => "without a resource `service.name` string",
-            Refusal::TraceId => "with a trace ID that is not 16 bytes or is all zeros",
-            Refusal::SpanId => "with a span ID that is not 8 bytes or is all zeros",
-            Refusal::EndBeforeStart => "ending before they start",
-            Refusal::StartTime => "root spans starting outside 2000..2100 (not nanoseconds?)",
-            Refusal::Duration => "root spans longer than 24 hours",
-            Refusal::ServiceName => "whose service.name is longer than max_name_bytes",
-            Refusal::SpanName => "root spans with an empty name or one longer than max_name_bytes",
+            Refusal::NoServiceName => "had no resource attribute `service.name` (a string)",
+            Refusal::TraceId => "had a trace ID that is not 16 bytes or is all zeros",
+            Refusal::SpanId => "had a span ID that is not 8 bytes or is all zeros",
+            Refusal::EndBeforeStart => "ended before they started",
+            Refusal::StartTime => {
+                "were roots starting outside 2000..2100 (is startTimeUnixNano in nanoseconds?)"
+            }
+            Refusal::Duration => "were roots longer than 24 hours",
+            Refusal::ServiceName => "had a `service.name` longer than max_name_bytes",
+            Refusal::SpanName => "were roots with an empty name or one longer than max_name_bytes",
         }
     }
 }

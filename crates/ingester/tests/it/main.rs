@@ -7,6 +7,7 @@ mod kill;
 mod lease;
 mod logs;
 mod names;
+mod otlp;
 mod poller;
 mod push;
 mod tempo_cap;

@@ -117,9 +117,9 @@ pub(crate) async fn ingest_traces(
 #[openapi(
     info(
         title = "latency-anomaly ingester",
-        description = "Push API of the ingester: traces in Tempo's search shape become latency samples. Probes: GET /healthz, GET /readyz, GET /metrics."
+        description = "Push API of the ingester: traces in Tempo's search shape become latency samples. OTLP/HTTP trace export (POST /v1/traces) on the same port; OTLP/gRPC TraceService/Export on ingester.otlp.grpc_listen. Probes: GET /healthz, GET /readyz, GET /metrics."
     ),
-    paths(ingest_traces),
+    paths(ingest_traces, crate::otlp::http::export),
     components(schemas(IngestRequest, TraceItem, IngestResponse, ItemErrorBody, ErrorBody, ErrorDetail, ErrorCode)),
     modifiers(&BearerAuth)
 )]

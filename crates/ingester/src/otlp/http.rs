@@ -78,7 +78,36 @@ fn compression(headers: &HeaderMap) -> Result<Compression, ExportError> {
     }
 }
 
-/// `POST /v1/traces`.
+/// OTLP/HTTP trace export, as the OpenTelemetry specification defines it.
+///
+/// The body is an OTLP `ExportTraceServiceRequest`: protobuf (`application/x-protobuf`) or
+/// OTLP/JSON (`application/json`), plain or `Content-Encoding: gzip` / `deflate`, at most
+/// `ingester.otlp.max_body_bytes` as sent and decompressed and `ingester.otlp.max_spans` spans.
+/// Root spans (no parent) become samples: service = the resource's `service.name`, endpoint =
+/// the span name, duration = end - start. Answers are in the request's encoding; errors are a
+/// `google.rpc.Status` (`{"code": 3, "message": "..."}` in JSON).
+#[utoipa::path(
+    post,
+    path = "/v1/traces",
+    request_body(
+        content(
+            (Vec<u8> = "application/x-protobuf"),
+            (Object = "application/json"),
+        ),
+        description = "ExportTraceServiceRequest (opentelemetry/proto/collector/trace/v1)"
+    ),
+    responses(
+        (status = 200, description = "Stored: ExportTraceServiceResponse; `partialSuccess` (`rejectedSpans`, `errorMessage`) counts and explains refused spans"),
+        (status = 400, description = "The body cannot be decoded (google.rpc.Status, INVALID_ARGUMENT; do not retry)"),
+        (status = 401, description = "A bearer token is configured and missing or wrong"),
+        (status = 413, description = "Over ingester.otlp.max_body_bytes (as sent or decompressed) or ingester.otlp.max_spans"),
+        (status = 415, description = "Content-Type other than application/x-protobuf or application/json, or a Content-Encoding other than gzip, deflate or none"),
+        (status = 429, description = "Shed: over ingester.otlp.max_concurrency; retry after Retry-After"),
+        (status = 503, description = "Redis cannot be reached; nothing was acknowledged, retry after Retry-After"),
+    ),
+    security((), ("bearer" = [])),
+    tag = "otlp"
+)]
 pub async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
     // An unknown media type is answered in JSON: the client will at least be able to read it.
     let Some(encoding) = Encoding::of(&headers) else {

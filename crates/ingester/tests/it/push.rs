@@ -328,6 +328,12 @@ async fn openapi_document_is_committed_and_current() {
     );
     let doc: Value = serde_json::from_str(&generated).unwrap();
     assert!(doc["paths"]["/v1/traces/ingest"]["post"].is_object());
+    let otlp = &doc["paths"]["/v1/traces"]["post"];
+    assert!(
+        otlp["requestBody"]["content"]["application/x-protobuf"].is_object(),
+        "{otlp}"
+    );
+    assert!(otlp["responses"]["429"].is_object(), "{otlp}");
     assert!(doc["components"]["schemas"]["TempoTrace"]["properties"]["traceID"].is_object());
     // The name fields state the limit the checker applies too: the shared key and its default.
     let limit = format!(

@@ -38,6 +38,25 @@ fn defaults_match_the_contract_and_the_issue() {
         assert_eq!(t.max_catchup, Duration::from_secs(3600));
         assert_eq!(s.max_keys, 100_000);
         assert!(s.auth.tokens.is_empty());
+        assert_eq!(
+            s.otlp.grpc_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:4317")
+        );
+        Ok(())
+    });
+}
+
+/// `ingester.otlp.grpc_listen: ""` (or the environment's empty value) turns gRPC off.
+#[test]
+fn an_empty_grpc_listen_turns_grpc_off() {
+    Jail::expect_with(|jail| {
+        jail.create_file("config.yaml", "ingester: { otlp: { grpc_listen: \"\" } }")?;
+        assert_eq!(load(jail).unwrap().service.otlp.grpc_listen, None);
+        jail.set_env("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", "127.0.0.1:14317");
+        let addr = load(jail).unwrap().service.otlp.grpc_listen;
+        assert_eq!(addr.map(|a| a.port()), Some(14317));
+        jail.set_env("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", "");
+        assert_eq!(load(jail).unwrap().service.otlp.grpc_listen, None);
         Ok(())
     });
 }
@@ -145,6 +164,23 @@ fn bad_values_name_their_key() {
             "ingester.limits.max_body_bytes",
         ),
         ("ingester: { listen: \"nowhere\" }", "listen"),
+        (
+            "ingester: { otlp: { grpc_listen: \"nowhere\" } }",
+            "grpc_listen",
+        ),
+        (
+            "ingester: { otlp: { max_body_bytes: 10 } }",
+            "ingester.otlp.max_body_bytes",
+        ),
+        (
+            "ingester: { otlp: { max_spans: 0 } }",
+            "ingester.otlp.max_spans",
+        ),
+        (
+            "ingester: { otlp: { max_concurrency: 0 } }",
+            "ingester.otlp.max_concurrency",
+        ),
+        ("ingester: { otlp: { port: 1 } }", "port"),
     ];
     for (yaml, key) in cases {
         Jail::expect_with(|jail| {

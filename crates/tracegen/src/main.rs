@@ -1,5 +1,5 @@
-//! The `tracegen` binary: demo traffic served as a fake Tempo or pushed to the ingester, and a
-//! helper telling which bucket an instant falls in.
+//! The `tracegen` binary: demo traffic served as a fake Tempo, pushed to the ingester or sent as
+//! OTLP, and a helper telling which bucket an instant falls in.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,11 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anomaly_core::{Bucketer, TimeConfig};
 use anyhow::Context;
 use chrono::{NaiveDate, Weekday};
+use clap::builder::TypedValueParser as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tracegen::feed::{LiveFeed, unix_nanos};
+use tracegen::otlp::{DEFAULT_SPANS_PER_TRACE, OtlpSender, OtlpSummary, SendOptions};
 use tracegen::push::{PushSummary, Pusher};
 use tracegen::tempo::{FakeTempo, LimitCap, Mode};
-use tracegen::traffic::{Generator, Profile};
+use tracegen::traffic::{GenTrace, Generator, Profile};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,6 +75,43 @@ enum Command {
         /// Traces per request.
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// Send generated traffic as OTLP, each trace a root span and child spans: the last
+    /// `--history` at once, then (with `--follow`) new traces every `--interval`.
+    Otlp {
+        /// OTLP/HTTP: the receiver's base URL, e.g. `http://127.0.0.1:8081` (`/v1/traces` is
+        /// appended unless the URL ends with it); with `--grpc`, its OTLP/gRPC endpoint, e.g.
+        /// `http://127.0.0.1:4317`.
+        #[arg(long)]
+        url: String,
+        /// Send over OTLP/gRPC (`TraceService/Export`) instead of OTLP/HTTP protobuf.
+        #[arg(long)]
+        grpc: bool,
+        /// Compress requests with gzip.
+        #[arg(long)]
+        gzip: bool,
+        /// Bearer token, when the receiver demands one.
+        #[arg(long, env = "TRACEGEN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        history: Duration,
+        /// Keep sending new traces until interrupted.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        interval: Duration,
+        /// Traces per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Spans per trace: the root, then children inside it.
+        #[arg(
+            long,
+            default_value_t = DEFAULT_SPANS_PER_TRACE,
+            value_parser = clap::value_parser!(u16).range(1..).map(usize::from)
+        )]
+        spans_per_trace: usize,
         #[command(flatten)]
         traffic: TrafficArgs,
     },
@@ -220,7 +259,74 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
         } => {
             let generator = traffic.generator()?;
             let pusher = Pusher::new(url, token, batch);
-            push(&generator, &pusher, history, follow, interval).await
+            let mut total = PushSummary::default();
+            stream(&generator, history, follow, interval, async |traces| {
+                let summary = pusher.push(traces).await?;
+                total += summary;
+                eprintln!(
+                    "tracegen: pushed {} traces: {} accepted, {} duplicates, {} rejected",
+                    traces.len(),
+                    summary.accepted,
+                    summary.duplicates,
+                    summary.rejected
+                );
+                Ok(())
+            })
+            .await?;
+            eprintln!(
+                "tracegen: total {} accepted, {} duplicates, {} rejected in {} requests",
+                total.accepted, total.duplicates, total.rejected, total.batches
+            );
+            Ok(())
+        }
+        Command::Otlp {
+            url,
+            grpc,
+            gzip,
+            token,
+            history,
+            follow,
+            interval,
+            batch,
+            spans_per_trace,
+            traffic,
+        } => {
+            let generator = traffic.generator()?;
+            let options = SendOptions {
+                token,
+                batch_size: batch,
+                spans_per_trace,
+                gzip,
+            };
+            let sender = if grpc {
+                OtlpSender::grpc(&url, options).await?
+            } else {
+                OtlpSender::http(&url, options)
+            };
+            let mut total = OtlpSummary::default();
+            stream(&generator, history, follow, interval, async |traces| {
+                let summary = sender.send(traces).await?;
+                eprintln!(
+                    "tracegen: sent {} traces ({} spans) to {}: {} spans rejected{}",
+                    summary.traces,
+                    summary.spans,
+                    sender.url(),
+                    summary.rejected_spans,
+                    summary
+                        .first_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+                total += summary;
+                Ok(())
+            })
+            .await?;
+            eprintln!(
+                "tracegen: total {} traces, {} spans, {} spans rejected in {} requests",
+                total.traces, total.spans, total.rejected_spans, total.requests
+            );
+            Ok(())
         }
         Command::Bucket { at, calendar } => {
             let bucketer = Bucketer::new(&calendar.time_config()?);
@@ -279,44 +385,32 @@ async fn serve_tempo(
     Ok(())
 }
 
-async fn push(
+/// Hands `send` the traces of the last `history`, then, with `follow`, the new ones every
+/// `interval` until Ctrl-C or SIGTERM; stops at the first error.
+async fn stream(
     generator: &Generator,
-    pusher: &Pusher,
     history: Duration,
     follow: bool,
     interval: Duration,
+    mut send: impl AsyncFnMut(&[GenTrace]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let now = unix_nanos(SystemTime::now());
     let mut cursor = now.saturating_sub(u64::try_from(history.as_nanos())?);
-    let mut total = PushSummary::default();
     let stop = shutdown();
     tokio::pin!(stop);
     loop {
         let now = unix_nanos(SystemTime::now());
         let traces = generator.traces_between(cursor, now);
         cursor = now;
-        let summary = pusher.push(&traces).await?;
-        total += summary;
-        eprintln!(
-            "tracegen: pushed {} traces: {} accepted, {} duplicates, {} rejected",
-            traces.len(),
-            summary.accepted,
-            summary.duplicates,
-            summary.rejected
-        );
+        send(&traces).await?;
         if !follow {
-            break;
+            return Ok(());
         }
         tokio::select! {
-            () = &mut stop => break,
+            () = &mut stop => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
     }
-    eprintln!(
-        "tracegen: total {} accepted, {} duplicates, {} rejected in {} requests",
-        total.accepted, total.duplicates, total.rejected, total.batches
-    );
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

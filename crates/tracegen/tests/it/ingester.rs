@@ -1,7 +1,7 @@
-//! `tracegen push` against the real ingester (its router on a real redis-server): every trace
-//! is accepted once, pushing again gives duplicates only, and each sample lands in the window of
-//! the bucket the demo calendar puts it in, with its duration (zero where `durationMs` was
-//! omitted).
+//! `tracegen push` and `tracegen otlp` against the real ingester (its routers on a real
+//! redis-server): every trace is accepted once, sending again gives duplicates only, and each
+//! sample lands in the window of the bucket the demo calendar puts it in, with its duration
+//! (zero where `durationMs` was omitted, or the root span lasted under a millisecond).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -9,44 +9,46 @@ use std::time::SystemTime;
 use anomaly_core::{BaselineKey, Bucketer, TimeConfig};
 use anomaly_testkit::{redis_config, shared_redis_url};
 use tracegen::feed::unix_nanos;
+use tracegen::otlp::{OtlpSender, SendOptions};
 use tracegen::push::Pusher;
-use tracegen::traffic::{Generator, Profile};
+use tracegen::traffic::{GenTrace, Generator, Profile};
 
-#[tokio::test]
-async fn pushed_traffic_is_stored_by_the_real_ingester() {
+/// A real ingester on its own key prefix, and its HTTP and gRPC routers on loopback sockets
+/// (`http://ADDR` each).
+async fn ingester(test: &str) -> (ingester::Ingester, String, String) {
     let mut config: ingester::Config =
         anomaly_runtime::load::<ingester::Section>(None).expect("the defaults load");
-    config.common.redis = redis_config(&shared_redis_url(), "tracegen_push");
+    config.common.redis = redis_config(&shared_redis_url(), test);
     // The demo profile follows the services' default calendar (Asia/Taipei, Sat and Sun).
-    let time = TimeConfig::default();
-    assert_eq!(config.common.time().timezone, time.timezone);
+    assert_eq!(
+        config.common.time().timezone,
+        TimeConfig::default().timezone
+    );
     let ingester = ingester::Ingester::new(config).expect("the ingester builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/traces/ingest", listener.local_addr().unwrap());
-    let router = ingester.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut urls = Vec::new();
+    for router in [ingester.router(), ingester.grpc_router()] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
+    let grpc = urls.pop().unwrap();
+    (ingester, urls.pop().unwrap(), grpc)
+}
 
-    // The last 90 minutes: two hour buckets, recent enough for any retention.
+/// The last 90 minutes of demo traffic: two hour buckets, recent enough for any retention.
+fn recent_traffic(seed: u64) -> Vec<GenTrace> {
     let now = unix_nanos(SystemTime::now());
-    let traces = Generator::new(Profile::demo(), 41, &time)
+    let traces = Generator::new(Profile::demo(), seed, &TimeConfig::default())
         .traces_between(now - 90 * 60 * 1_000_000_000, now);
     assert!(traces.len() > 300, "{}", traces.len());
-    let pusher = Pusher::new(&url, None, 200);
+    traces
+}
 
-    let first = pusher.push(&traces).await.expect("the first push");
-    assert_eq!(
-        (first.accepted, first.duplicates, first.rejected),
-        (traces.len() as u64, 0, 0)
-    );
-    let again = pusher.push(&traces).await.expect("the second push");
-    assert_eq!(
-        (again.accepted, again.duplicates, again.rejected),
-        (0, traces.len() as u64, 0)
-    );
-
-    let bucketer = Bucketer::new(&time);
+/// Every window holds exactly the durations of the traces of its bucket; some are zero.
+async fn assert_stored(ingester: &ingester::Ingester, traces: &[GenTrace]) {
+    let bucketer = Bucketer::new(&TimeConfig::default());
     let mut expected: BTreeMap<(String, String, u8, String), Vec<f64>> = BTreeMap::new();
-    for t in &traces {
+    for t in traces {
         let b = bucketer.bucket(chrono::DateTime::from_timestamp_nanos(
             t.start_unix_nano as i64,
         ));
@@ -75,4 +77,44 @@ async fn pushed_traffic_is_stored_by_the_real_ingester() {
         zeros += got.iter().filter(|d| **d == 0.0).count();
     }
     assert!(zeros > 0, "sub-millisecond traces are stored as 0 ms");
+}
+
+#[tokio::test]
+async fn pushed_traffic_is_stored_by_the_real_ingester() {
+    let (ingester, base, _) = ingester("tracegen_push").await;
+    let traces = recent_traffic(41);
+    let pusher = Pusher::new(format!("{base}/v1/traces/ingest"), None, 200);
+
+    let first = pusher.push(&traces).await.expect("the first push");
+    assert_eq!(
+        (first.accepted, first.duplicates, first.rejected),
+        (traces.len() as u64, 0, 0)
+    );
+    let again = pusher.push(&traces).await.expect("the second push");
+    assert_eq!(
+        (again.accepted, again.duplicates, again.rejected),
+        (0, traces.len() as u64, 0)
+    );
+    assert_stored(&ingester, &traces).await;
+}
+
+#[tokio::test]
+async fn otlp_traffic_is_stored_by_the_real_ingester_once_over_either_transport() {
+    let (ingester, base, grpc) = ingester("tracegen_otlp").await;
+    let traces = recent_traffic(43);
+    let options = SendOptions {
+        batch_size: 200,
+        gzip: true,
+        ..SendOptions::default()
+    };
+    let http = OtlpSender::http(&base, options.clone());
+    let first = http.send(&traces).await.expect("the first export");
+    assert_eq!(first.spans, 10 * traces.len() as u64);
+    assert_eq!(first.rejected_spans, 0, "{:?}", first.first_error);
+    // The same traces again, over gRPC: every root is a duplicate, nothing is rejected, and
+    // the windows hold each trace once.
+    let grpc = OtlpSender::grpc(&grpc, options).await.expect("connect");
+    let again = grpc.send(&traces).await.expect("the second export");
+    assert_eq!(again.rejected_spans, 0, "{:?}", again.first_error);
+    assert_stored(&ingester, &traces).await;
 }

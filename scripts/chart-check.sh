@@ -572,6 +572,11 @@ step "refuses a password in the Redis URL" refused "must not hold a password" \
   --set redis.enabled=false --set externalRedis.url=redis://u:secret@redis:6379
 step "refuses Redis TLS files without rediss://" refused "needs a rediss://" \
   --set redis.enabled=false --set externalRedis.url=redis://redis:6379 --set externalRedis.tls.existingSecret=tls
+step "refuses OTLP/gRPC on the http port" refused "ingester.otlp.grpc.port must differ" --set ingester.otlp.grpc.port=8081
+step "refuses two ingester Service ports alike" refused "otlpHttpPort and otlpGrpcPort must differ" \
+  --set ingester.service.otlpHttpPort=4317
+step "schema refuses grpc_listen in config (the chart sets it)" refused "grpc_listen" \
+  --set config.ingester.otlp.grpc_listen=0.0.0.0:4317
 
 render() {
   local out="$1"

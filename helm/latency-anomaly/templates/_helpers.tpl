@@ -337,7 +337,7 @@ from configmap.yaml.
 {{- fail (printf "latency-anomaly: the Secret created from values would hold the same key twice (%s); give each secret its own existingSecretKey" (join ", " $keys)) }}
 {{- end }}
 {{- with .Values.ingester }}
-{{- if and $.Values.ingester.otlp.grpc.enabled (eq (int .otlp.grpc.port) (int .port)) }}
+{{- if and .otlp.grpc.enabled (eq (int .otlp.grpc.port) (int .port)) }}
 {{- fail "latency-anomaly: ingester.otlp.grpc.port must differ from ingester.port (OTLP/HTTP already shares that one)" }}
 {{- end }}
 {{- $ports := list (int .service.port) }}

@@ -232,6 +232,9 @@ pub(crate) async fn run(soak: &Soak) -> anyhow::Result<Vec<Row>> {
         // Dedup markers would otherwise pile up for 6 h and grow Redis, not the services.
         ("ANOMALY_DEDUP_TTL", "2m".to_owned()),
         ("ANOMALY_RECOMPUTER__INTERVAL", "5s".to_owned()),
+        // The load is the push API; OTLP/gRPC's fixed default port could clash with a
+        // Collector or another run on this machine.
+        ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
     ];
     // The services' store, for seeding and for watching the dirty backlog.
     let store = Store::connect(&RedisConfig {

@@ -5,7 +5,9 @@
 //!   spread over every seeded key with the baseline cache on, then with it off (one Redis round
 //!   trip per check), then `POST /v1/anomaly/check/batch`;
 //! - ingest: `POST /v1/traces/ingest` with batches of distinct traces spread over the keys,
-//!   beside `redis-benchmark -P 16 -t lpush` on the same Redis;
+//!   then OTLP/HTTP `POST /v1/traces` with as many traces a request, each a root span and
+//!   children, on a fresh Redis and ingester ([`crate::otlp`]); the CPU each process used in
+//!   both runs; `redis-benchmark -P 16 -t lpush` on the push run's Redis;
 //! - resident memory of both services before and after their load.
 
 use std::fmt::Write as _;
@@ -18,11 +20,12 @@ use anomaly_testkit::{RedisServer, raw_command};
 use anyhow::{Context as _, bail, ensure};
 use chrono::{Datelike as _, Days, TimeZone as _, Weekday};
 
+use crate::cpu::{self, Meter, Source};
 use crate::service::Service;
-use crate::{Row, key};
+use crate::{Row, key, otlp};
 
 /// How long a started service may take to answer `/readyz`.
-const READY_WITHIN: Duration = Duration::from_secs(20);
+pub(crate) const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// Connections of the ingest run (batches, not single requests).
 const INGEST_CONNECTIONS: u32 = 8;
@@ -45,7 +48,7 @@ struct WrkResult {
 
 /// An instant in `hour` local time (Asia/Taipei, the default zone) on a recent weekday or
 /// weekend day in the past, so every key of the seeded set is hit exactly.
-fn start_nanos(hour: u8, day: DayType) -> i128 {
+pub(crate) fn start_nanos(hour: u8, day: DayType) -> i128 {
     let zone = chrono_tz::Asia::Taipei;
     let today = chrono::Utc::now().with_timezone(&zone).date_naive();
     // Look back at least a week, so no instant is in the future.
@@ -232,7 +235,10 @@ pub(crate) struct Setup {
     pub(crate) keys: u32,
     pub(crate) load: Load,
     pub(crate) batch_items: u32,
+    /// Traces in each ingest request, push API and OTLP alike.
     pub(crate) ingest_batch: u32,
+    /// Spans in each trace of the OTLP run (one root, the rest children).
+    pub(crate) otlp_spans_per_trace: u32,
 }
 
 pub(crate) async fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
@@ -460,6 +466,8 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     let env = vec![
         ("ANOMALY_REDIS__URL", server.url()),
         ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
+        // Not measured here; its fixed default port could clash with another process.
+        ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
     ];
     let ingester = Service::start(
         "ingester",
@@ -478,7 +486,16 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         connections: setup.load.connections.min(INGEST_CONNECTIONS),
         ..setup.load
     };
+    let meter = Meter::start(vec![
+        ("ingester", Source::Process(ingester.pid())),
+        (
+            "redis-server",
+            Source::Process(cpu::redis_pid(server.addr())?),
+        ),
+        ("wrk", Source::Children),
+    ])?;
     let result = wrk(load, &ingester.base, Some(&script_file), "ingest").await?;
+    let push_cpu = meter.stop()?;
     let rss_after = ingester.rss()?;
     drop(ingester);
     let traces_per_sec = result.requests_per_sec * f64::from(setup.ingest_batch);
@@ -486,6 +503,9 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     // Every acknowledged trace is in Redis: count the dedup markers.
     let seen = count_keys(&server, &bench_store(&server)?.keys().seen_pattern())?;
     ensure!(seen > 0, "no trace was stored");
+
+    // Right after the push run, so the machine's drift between the two is small.
+    let otlp = otlp::ingest(setup, &all, load.connections).await?;
 
     eprintln!("redis-benchmark lpush");
     let output = tokio::process::Command::new("redis-benchmark")
@@ -526,6 +546,34 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             Some(traces_per_sec >= 50_000.0),
         ),
         Row::new(
+            format!(
+                "ingest, OTLP/HTTP protobuf `POST /v1/traces` ({} traces x {} spans a request, {} KiB, {} keys, {} connections)",
+                setup.ingest_batch,
+                setup.otlp_spans_per_trace,
+                otlp.body_bytes / 1024,
+                setup.keys,
+                load.connections
+            ),
+            format!(
+                "{:.0} spans/s = {:.0} roots/s, p50 {:.1} ms, p99 {:.1} ms a request",
+                otlp.spans_per_sec, otlp.roots_per_sec, otlp.p50_ms, otlp.p99_ms
+            ),
+            ">= 500000 spans/s (50000 roots/s)",
+            Some(otlp.spans_per_sec >= 500_000.0 && otlp.roots_per_sec >= 50_000.0),
+        ),
+        Row::new(
+            "OTLP roots/s : push API traces/s, same run",
+            format!("{:.2}x", otlp.roots_per_sec / traces_per_sec),
+            ">= 0.8x",
+            Some(otlp.roots_per_sec >= 0.8 * traces_per_sec),
+        ),
+        Row::new(
+            "CPU during ingest, share of one core (2 cores in all)",
+            format!("push API: {push_cpu}; OTLP: {}", otlp.cpu),
+            "which process is the bottleneck",
+            None,
+        ),
+        Row::new(
             "redis-benchmark -P 16 -t lpush, same Redis",
             format!("{lpush:.0} LPUSH/s"),
             "Redis ceiling for one command",
@@ -533,7 +581,13 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         ),
         Row::new(
             "ingester resident memory (before; after load)",
-            format!("{}; {}", mib(rss_before), mib(rss_after)),
+            format!(
+                "push API: {}; {}. OTLP: {}; {}",
+                mib(rss_before),
+                mib(rss_after),
+                mib(otlp.rss_before),
+                mib(otlp.rss_after)
+            ),
             "",
             None,
         ),
@@ -541,7 +595,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
 }
 
 /// The store of the benchmarked services (prefix `bench:`), for seeding and key names.
-fn bench_store(server: &RedisServer) -> anyhow::Result<Store> {
+pub(crate) fn bench_store(server: &RedisServer) -> anyhow::Result<Store> {
     Ok(Store::connect(&RedisConfig {
         url: server.url(),
         key_prefix: "bench:".into(),
@@ -549,7 +603,7 @@ fn bench_store(server: &RedisServer) -> anyhow::Result<Store> {
     })?)
 }
 
-fn count_keys(server: &RedisServer, pattern: &str) -> anyhow::Result<u64> {
+pub(crate) fn count_keys(server: &RedisServer, pattern: &str) -> anyhow::Result<u64> {
     let mut cursor = "0".to_owned();
     let mut count = 0u64;
     loop {
@@ -566,7 +620,7 @@ fn count_keys(server: &RedisServer, pattern: &str) -> anyhow::Result<u64> {
     }
 }
 
-fn tempdir() -> anyhow::Result<PathBuf> {
+pub(crate) fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("anomaly-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)

@@ -7,8 +7,10 @@
 // A command-line report: printing the table is its job.
 #![allow(clippy::print_stdout)]
 
+mod cpu;
 mod http;
 mod micro;
+mod otlp;
 mod recompute;
 mod service;
 mod soak;
@@ -38,7 +40,8 @@ struct Args {
 enum Command {
     /// Recompute throughput (one and two recomputers) and Redis memory per full key.
     Recompute(RecomputeArgs),
-    /// Check and ingest throughput and latency through the release binaries, driven by wrk.
+    /// Check and ingest throughput and latency through the release binaries, driven by wrk (and,
+    /// for OTLP ingest, by pre-encoded requests from this process).
     Http(HttpArgs),
     /// Criterion results of `cargo bench -p anomaly-core` (run it first).
     Micro(MicroArgs),
@@ -84,9 +87,12 @@ struct HttpArgs {
     /// Items in each batch check request.
     #[arg(long, default_value_t = 1000)]
     batch_items: u32,
-    /// Traces in each ingest request.
+    /// Traces in each ingest request (push API and OTLP).
     #[arg(long, default_value_t = 500)]
     ingest_batch: u32,
+    /// Spans in each trace of the OTLP ingest run: one root, the rest children.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    otlp_spans_per_trace: u32,
     /// Where the release `checker` and `ingester` binaries are (default: beside this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -181,6 +187,7 @@ impl HttpArgs {
             },
             batch_items: self.batch_items,
             ingest_batch: self.ingest_batch,
+            otlp_spans_per_trace: self.otlp_spans_per_trace,
         })
     }
 }

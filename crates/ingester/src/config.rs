@@ -66,8 +66,8 @@ pub struct OtlpSection {
     /// Address of OTLP/gRPC `TraceService/Export`; empty (`""`) turns gRPC off.
     #[serde(deserialize_with = "optional_addr")]
     pub grpc_listen: Option<SocketAddr>,
-    /// Largest request, both as received and after decompression (413 over HTTP,
-    /// OUT_OF_RANGE or RESOURCE_EXHAUSTED over gRPC).
+    /// Largest request, both as received and after decompression (413 over HTTP;
+    /// INVALID_ARGUMENT, or RESOURCE_EXHAUSTED once decompressed, over gRPC).
     pub max_body_bytes: usize,
     /// Most spans one request may carry (413 / INVALID_ARGUMENT beyond).
     pub max_spans: usize,

@@ -3,8 +3,9 @@
 //! default). Status codes are the OTLP specification's: UNAUTHENTICATED, INVALID_ARGUMENT (not
 //! retried), RESOURCE_EXHAUSTED with RetryInfo while shedding and UNAVAILABLE while Redis is
 //! down (both retried). A message over `max_body_bytes` is refused by tonic's decoder before
-//! it is decoded: OUT_OF_RANGE as sent, RESOURCE_EXHAUSTED (without RetryInfo, so not
-//! retried) once decompressed.
+//! it is decoded: as sent, with INVALID_ARGUMENT (tonic says OUT_OF_RANGE, which the OTLP
+//! specification makes retryable: the same request would be sent again and again), and once
+//! decompressed with RESOURCE_EXHAUSTED without RetryInfo (not retried).
 //!
 //! Authentication and shedding run as middleware, before the message is read, so a shed
 //! request costs no decoding.
@@ -65,7 +66,19 @@ async fn admit(State(receiver): State<Receiver>, request: Request, next: Next) -
         .get(axum::http::header::AUTHORIZATION)
         .map(axum::http::HeaderValue::as_bytes);
     match receiver.admit(authorization) {
-        Ok(_permit) => next.run(request).await,
+        Ok(_permit) => {
+            let mut response = next.run(request).await;
+            // tonic answers a message over the size limit at once, with the status in the
+            // headers (a trailers-only answer): make it the code a client does not retry.
+            let status = response.headers().get("grpc-status");
+            if status.is_some_and(|s| s.as_bytes() == b"11") {
+                let code = (tonic::Code::InvalidArgument as i32).to_string();
+                if let Ok(value) = axum::http::HeaderValue::from_str(&code) {
+                    response.headers_mut().insert("grpc-status", value);
+                }
+            }
+            response
+        }
         Err(e) => {
             receiver.refused(Transport::Grpc, &e);
             status(&e).into_http::<axum::body::Body>().into_response()

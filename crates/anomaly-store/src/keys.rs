@@ -39,6 +39,12 @@ impl Keys {
         format!("{}keyIndex", self.prefix)
     }
 
+    /// `keyEndpoints`: every `service|endpoint` with windows, for the key listing (see
+    /// `listing`).
+    pub fn key_endpoints(&self) -> String {
+        format!("{}keyEndpoints", self.prefix)
+    }
+
     /// `seen:{traceID}`: the dedup marker of a trace.
     pub fn seen(&self, trace: &TraceId) -> String {
         format!("{}seen:{{{trace}}}", self.prefix)
@@ -102,6 +108,7 @@ mod tests {
             ),
             (keys.dirty(), "prod:dirtyKeys"),
             (keys.key_index(), "prod:keyIndex"),
+            (keys.key_endpoints(), "prod:keyEndpoints"),
             (
                 keys.seen(&t),
                 "prod:seen:{0af7651916cd43dd8448eb211c80319c}",

@@ -9,6 +9,8 @@
 //! - `dirtyKeys`: SET of bodies awaiting recompute.
 //! - `seen:{traceID}`: dedup marker with a TTL.
 //! - `keyIndex`: SET of every body with a window, for the cardinality cap and rebuilds.
+//! - `keyEndpoints`: ZSET (all scores 0) of every `service|endpoint` with windows, encoded as in
+//!   bodies, for the paged key listing (see `listing`).
 //!
 //! Every key is spelled in `keys`. The public operations keep the invariants (claims, versions;
 //! see `recompute`); the `testing` feature adds side doors for tests and tools (see `testing`).
@@ -16,6 +18,7 @@
 mod config;
 mod error;
 mod ingest;
+mod listing;
 // Public only with `testing`: without it, `Keys` and its names are the crate's own.
 #[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod keys;
@@ -41,6 +44,10 @@ use secrecy::ExposeSecret;
 pub use config::RedisConfig;
 pub use error::StoreError;
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
+pub use listing::{
+    EndpointCursor, EndpointFilter, EndpointSamples, HOURS, InvalidCursor, Page, PruneStep,
+    ServiceCursor,
+};
 #[cfg(feature = "testing")]
 pub use keys::Keys;
 pub use windows::DirtyBatch;

@@ -3,6 +3,7 @@
 mod baselines;
 mod errors;
 mod ingest;
+mod listing;
 mod poller;
 mod tls;
 

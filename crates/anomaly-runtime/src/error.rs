@@ -43,6 +43,8 @@ pub enum ErrorCode {
     InvalidDayType,
     /// A key that cannot be built from otherwise valid parts.
     InvalidKey,
+    /// A listing's `cursor` is not one the listing returned.
+    InvalidCursor,
     /// A trace whose root span has not arrived (ingest only, per trace).
     PartialTrace,
     Unauthorized,
@@ -72,7 +74,9 @@ impl ErrorCode {
         match self {
             MalformedJson | InvalidBody | InvalidQuery | InvalidItem | InvalidTraceId
             | InvalidService | InvalidEndpoint | InvalidStartTime | InvalidDuration
-            | InvalidHour | InvalidDayType | InvalidKey | PartialTrace => StatusCode::BAD_REQUEST,
+            | InvalidHour | InvalidDayType | InvalidKey | InvalidCursor | PartialTrace => {
+                StatusCode::BAD_REQUEST
+            }
             Unauthorized => StatusCode::UNAUTHORIZED,
             NotFound | BaselineNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -99,6 +103,7 @@ impl ErrorCode {
             InvalidHour => "INVALID_HOUR",
             InvalidDayType => "INVALID_DAY_TYPE",
             InvalidKey => "INVALID_KEY",
+            InvalidCursor => "INVALID_CURSOR",
             PartialTrace => "PARTIAL_TRACE",
             Unauthorized => "UNAUTHORIZED",
             NotFound => "NOT_FOUND",
@@ -279,7 +284,7 @@ mod tests {
 
     /// Every code, its wire string and its status: the contract (and the OpenAPI documents,
     /// the clients, the tests of every service) pin these.
-    const CODES: [(ErrorCode, &str, u16); 24] = [
+    const CODES: [(ErrorCode, &str, u16); 25] = [
         (ErrorCode::MalformedJson, "MALFORMED_JSON", 400),
         (ErrorCode::InvalidBody, "INVALID_BODY", 400),
         (ErrorCode::InvalidQuery, "INVALID_QUERY", 400),
@@ -292,6 +297,7 @@ mod tests {
         (ErrorCode::InvalidHour, "INVALID_HOUR", 400),
         (ErrorCode::InvalidDayType, "INVALID_DAY_TYPE", 400),
         (ErrorCode::InvalidKey, "INVALID_KEY", 400),
+        (ErrorCode::InvalidCursor, "INVALID_CURSOR", 400),
         (ErrorCode::PartialTrace, "PARTIAL_TRACE", 400),
         (ErrorCode::Unauthorized, "UNAUTHORIZED", 401),
         (ErrorCode::NotFound, "NOT_FOUND", 404),

@@ -44,12 +44,12 @@ use secrecy::ExposeSecret;
 pub use config::RedisConfig;
 pub use error::StoreError;
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
+#[cfg(feature = "testing")]
+pub use keys::Keys;
 pub use listing::{
     EndpointCursor, EndpointFilter, EndpointSamples, HOURS, InvalidCursor, Page, PruneStep,
     ServiceCursor,
 };
-#[cfg(feature = "testing")]
-pub use keys::Keys;
 pub use windows::DirtyBatch;
 
 /// A connection taken from the pool is checked with a PING only if it has not been used for

@@ -2,10 +2,11 @@
 //!
 //! `POST /v1/anomaly/check` and `POST /v1/anomaly/check/batch` judge durations against the
 //! precomputed baseline of their (service, endpoint, hour, dayType) key; `GET /v1/baseline`
-//! shows a stored baseline and its bucket. The per-request work is a bucket computation, a
-//! cache lookup or one pipelined `HMGET` per batch, and a comparison: it never reads a sample
-//! window and never computes a percentile, so it does not grow with the window size or the
-//! number of keys.
+//! shows a stored baseline and its bucket; `GET /v1/keys` and `GET /v1/services` list what has
+//! samples, a page at a time. The per-request work of a check is a bucket computation, a cache
+//! lookup or one pipelined `HMGET` per batch, and a comparison: it never reads a sample window
+//! and never computes a percentile, so it does not grow with the window size or the number of
+//! keys.
 //!
 //! Staleness: the checker adds at most `checker.cache.ttl` (default 5 s) to the age of what it
 //! reads: a cached baseline, or a cached absence, is served for at most that long, so a new or
@@ -17,6 +18,7 @@
 mod baseline;
 mod cache;
 mod check;
+mod keys;
 mod metrics;
 mod openapi;
 mod state;
@@ -152,6 +154,8 @@ pub fn app(config: &Config) -> anyhow::Result<Router> {
         .route("/v1/anomaly/check", post(check::check))
         .route("/v1/anomaly/check/batch", post(check::check_batch))
         .route("/v1/baseline", get(baseline::get_baseline))
+        .route("/v1/keys", get(keys::list_keys))
+        .route("/v1/services", get(keys::list_services))
         .with_state(state.clone());
     let api = http::trace(http::protect_api(api, &config.service.limits, tokens));
     let docs = anomaly_runtime::openapi::route(openapi_json);

@@ -11,6 +11,7 @@ use crate::check::{
     BaselineBody, BatchRequest, BatchResponse, BatchResult, BoundName, BucketBody, CheckRequest,
     CheckResponse, CheckStatus, DayTypeBody,
 };
+use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +24,9 @@ use crate::check::{
     paths(
         crate::check::check,
         crate::check::check_batch,
-        crate::baseline::get_baseline
+        crate::baseline::get_baseline,
+        crate::keys::list_keys,
+        crate::keys::list_services
     ),
     components(schemas(
         CheckRequest,
@@ -41,13 +44,18 @@ use crate::check::{
         ErrorCode,
         BaselineResponse,
         KeyBody,
-        BucketRange
+        BucketRange,
+        KeysResponse,
+        EndpointBody,
+        BucketCounts,
+        ServicesResponse
     )),
     modifiers(&BearerAuth),
     security((), ("bearer" = [])),
     tags(
         (name = "check", description = "Is this request's latency anomalous?"),
         (name = "baseline", description = "What is stored for a key"),
+        (name = "keys", description = "Which services and endpoints have samples, and how many"),
     )
 )]
 struct ApiDoc;

@@ -7,6 +7,7 @@ mod batch;
 mod cache;
 mod check;
 mod config;
+mod keys;
 mod openapi;
 mod secrets;
 mod service;

@@ -35,6 +35,8 @@ async fn is_served_and_describes_every_route() {
         ("/v1/anomaly/check", "post"),
         ("/v1/anomaly/check/batch", "post"),
         ("/v1/baseline", "get"),
+        ("/v1/keys", "get"),
+        ("/v1/services", "get"),
     ] {
         let op = &r.body["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");

@@ -306,9 +306,12 @@ fn service_name(encoded: &str) -> Option<String> {
 
 impl Store {
     /// Adds the endpoints of `keys` to `keyEndpoints` (one ZADD; endpoints already listed are
-    /// left as they are).
-    pub async fn index_endpoints(&self, keys: &[BaselineKey]) -> Result<(), StoreError> {
-        let members: BTreeSet<String> = keys.iter().map(member_of).collect();
+    /// left as they are). Takes a slice (`&keys`) or any iterator of keys.
+    pub async fn index_endpoints<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a BaselineKey>,
+    ) -> Result<(), StoreError> {
+        let members: BTreeSet<String> = keys.into_iter().map(member_of).collect();
         if members.is_empty() {
             return Ok(());
         }

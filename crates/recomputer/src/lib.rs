@@ -46,7 +46,8 @@ pub struct Section {
     /// A recomputer silent this long is presumed dead and its claimed keys are handed back.
     #[serde(with = "humantime_serde")]
     pub claim_ttl: Duration,
-    /// How often `keyIndex` is swept of keys whose window expired.
+    /// How often `keyIndex` is swept of keys whose window expired, and `keyEndpoints` of
+    /// endpoints none of whose windows exists.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
 }
@@ -132,6 +133,15 @@ impl AddAssign<CommitOutcome> for DrainOutcome {
         self.stale += c.stale;
         self.cleared += c.cleared;
     }
+}
+
+/// What one prune sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Keys whose window expired, from `keyIndex`.
+    pub keys: u64,
+    /// Endpoints none of whose 48 windows exists, from `keyEndpoints` (the key listing).
+    pub endpoints: u64,
 }
 
 /// Recomputes baselines; cheap to clone.
@@ -246,6 +256,13 @@ impl Recomputer {
                 version: window.version,
             })
             .collect();
+        // Listed before the commit: if this fails, the batch stays claimed and is retried, so
+        // every endpoint with a baseline is in the key listing.
+        let listed = items
+            .iter()
+            .filter(|i| i.baseline.is_some())
+            .map(|i| &i.key);
+        self.store.index_endpoints(listed).await?;
         self.store
             .commit_baselines(&self.worker, &items, self.retention)
             .await
@@ -253,7 +270,8 @@ impl Recomputer {
 
     /// Marks every key that has a window dirty and drains until the dirty set is empty,
     /// reporting `(done, total)` as it goes. Safe beside live recomputers: they simply share
-    /// the work.
+    /// the work. Recomputing a key lists its endpoint (see `process`), so this also fills
+    /// `keyEndpoints` with the endpoints of data written before the listing existed.
     pub async fn rebuild(
         &self,
         mut progress: impl FnMut(u64, u64),
@@ -291,16 +309,28 @@ impl Recomputer {
         }
     }
 
-    /// Sweeps `keyIndex` of keys whose window expired; returns how many were removed.
-    pub async fn prune_once(&self) -> Result<u64, StoreError> {
+    /// Sweeps `keyIndex` of keys whose window expired, then `keyEndpoints` of endpoints none
+    /// of whose windows exists.
+    pub async fn prune_once(&self) -> Result<Pruned, StoreError> {
         let mut cursor = 0;
-        let mut removed = 0;
+        let mut pruned = Pruned::default();
         loop {
             let (next, keys) = self.store.scan_keys(cursor, 1000).await?;
-            removed += self.store.prune_index(&keys).await?;
+            pruned.keys += self.store.prune_index(&keys).await?;
             cursor = next;
             if cursor == 0 {
-                return Ok(removed);
+                break;
+            }
+        }
+        // 100 endpoints (4800 windows) a step: each step's script holds Redis for about a
+        // millisecond.
+        let mut after = None;
+        loop {
+            let step = self.store.prune_endpoints(after.as_ref(), 100).await?;
+            pruned.endpoints += step.removed;
+            after = step.next;
+            if after.is_none() {
+                return Ok(pruned);
             }
         }
     }
@@ -401,9 +431,11 @@ async fn schedule(
         if last_prune.elapsed() >= section.prune_interval {
             last_prune = Instant::now();
             match recomputer.prune_once().await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(removed = n, "pruned expired keys from the key index")
-                }
+                Ok(p) if p != Pruned::default() => tracing::info!(
+                    keys = p.keys,
+                    endpoints = p.endpoints,
+                    "pruned expired keys and endpoints from the key index and the listing"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning the key index failed"),
             }

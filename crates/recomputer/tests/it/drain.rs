@@ -181,8 +181,11 @@ async fn retention_removes_idle_keys() {
     assert_eq!(r.store().key_count().await.unwrap(), 2);
     assert_eq!(
         r.prune_once().await.unwrap(),
-        1,
-        "the idle key leaves the key index"
+        recomputer::Pruned {
+            keys: 1,
+            endpoints: 1
+        },
+        "the idle key leaves the key index, and its endpoint (it had no other key) the listing"
     );
     assert_eq!(r.store().key_count().await.unwrap(), 1);
 }

@@ -3,6 +3,7 @@
 mod config;
 mod crash;
 mod drain;
+mod listing;
 mod service;
 
 use std::time::Duration;

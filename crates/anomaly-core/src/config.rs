@@ -39,6 +39,54 @@ pub struct StatsConfig {
     pub min_samples: u32,
     /// Floor of the MAD, in milliseconds.
     pub mad_epsilon_ms: f64,
+    /// An absolute floor, in milliseconds: a duration at or below it is never an anomaly (it
+    /// stops a 2 ms endpoint from paging on a 5 ms request). 0 turns it off.
+    pub min_threshold_ms: f64,
+    /// The `nearby` fallback level covers the same day type within this many hours either
+    /// side of the request's hour.
+    pub nearby_hours: u8,
+    /// The levels tried, in order, when the exact bucket has fewer than `min_samples`; empty
+    /// judges against the exact bucket only.
+    pub fallback: Vec<FallbackStep>,
+}
+
+/// A wider baseline than the exact bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Level {
+    /// The bucket itself: one hour of one day type.
+    #[serde(rename = "exact")]
+    Exact,
+    /// The same day type within `nearby_hours` hours either side.
+    #[serde(rename = "nearby")]
+    Nearby,
+    /// Every hour of the same day type.
+    #[serde(rename = "dayType")]
+    DayType,
+    /// Every hour of both day types.
+    #[serde(rename = "all")]
+    All,
+}
+
+impl Level {
+    /// The fallback levels, in the order their fields are stored.
+    pub const FALLBACKS: [Level; 3] = [Level::Nearby, Level::DayType, Level::All];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Exact => "exact",
+            Level::Nearby => "nearby",
+            Level::DayType => "dayType",
+            Level::All => "all",
+        }
+    }
+}
+
+/// One step of `stats.fallback`: a level and the samples it needs to be used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackStep {
+    pub level: Level,
+    pub min_samples: u32,
 }
 
 impl Default for StatsConfig {
@@ -49,6 +97,15 @@ impl Default for StatsConfig {
             k: 10.0,
             min_samples: 50,
             mad_epsilon_ms: 1.0,
+            min_threshold_ms: 0.0,
+            nearby_hours: 2,
+            fallback: Level::FALLBACKS
+                .iter()
+                .map(|&level| FallbackStep {
+                    level,
+                    min_samples: 50,
+                })
+                .collect(),
         }
     }
 }
@@ -82,7 +139,77 @@ impl StatsConfig {
                 "must be a positive number",
             ));
         }
+        if !(self.min_threshold_ms.is_finite() && self.min_threshold_ms >= 0.0) {
+            return Err(ConfigError::new(
+                "stats.min_threshold_ms",
+                "must be a number >= 0",
+            ));
+        }
+        if !(1..=11).contains(&self.nearby_hours) {
+            return Err(ConfigError::new(
+                "stats.nearby_hours",
+                "must be from 1 to 11",
+            ));
+        }
+        let mut seen = Vec::new();
+        for (i, step) in self.fallback.iter().enumerate() {
+            let key = format!("stats.fallback[{i}]");
+            if step.level == Level::Exact {
+                return Err(ConfigError::new(
+                    format!("{key}.level"),
+                    "must be nearby, dayType or all (the exact bucket is always tried first)",
+                ));
+            }
+            if seen.contains(&step.level) {
+                return Err(ConfigError::new(
+                    format!("{key}.level"),
+                    format!("{} is listed twice", step.level.as_str()),
+                ));
+            }
+            seen.push(step.level);
+            if step.min_samples == 0 {
+                return Err(ConfigError::new(
+                    format!("{key}.min_samples"),
+                    "must be at least 1",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The rule's parameters for one key: these settings with `over`'s in their place.
+    pub fn rule(&self, over: Option<&crate::overrides::Override>) -> RuleParams {
+        let mut rule = RuleParams {
+            factor: self.factor,
+            k: self.k,
+            min_samples: self.min_samples,
+            mad_epsilon_ms: self.mad_epsilon_ms,
+            min_threshold_ms: self.min_threshold_ms,
+        };
+        if let Some(o) = over {
+            rule.factor = o.factor.unwrap_or(rule.factor);
+            rule.k = o.k.unwrap_or(rule.k);
+            rule.min_samples = o.min_samples.unwrap_or(rule.min_samples);
+            rule.min_threshold_ms = o.min_threshold_ms.unwrap_or(rule.min_threshold_ms);
+        }
+        rule
+    }
+}
+
+/// The rule as applied to one key (after any override).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleParams {
+    pub factor: f64,
+    pub k: f64,
+    /// Samples the exact bucket needs.
+    pub min_samples: u32,
+    pub mad_epsilon_ms: f64,
+    pub min_threshold_ms: f64,
+}
+
+impl Default for RuleParams {
+    fn default() -> Self {
+        StatsConfig::default().rule(None)
     }
 }
 

@@ -287,6 +287,26 @@ impl BaselineKey {
         out
     }
 
+    /// `service|endpoint`, escaped as in [`BaselineKey::encode`]: what the keys of one
+    /// endpoint's 48 buckets share.
+    pub fn endpoint_body(&self) -> String {
+        let mut out = String::with_capacity(self.service.len() + self.endpoint.len() + 1);
+        escape_into(&self.service, &mut out);
+        out.push('|');
+        escape_into(&self.endpoint, &mut out);
+        out
+    }
+
+    /// The same endpoint's key at another hour and day type.
+    pub fn at(&self, hour: u8, day_type: DayType) -> BaselineKey {
+        BaselineKey {
+            service: self.service.clone(),
+            endpoint: self.endpoint.clone(),
+            hour: hour % 24,
+            day_type,
+        }
+    }
+
     /// Parses a body written by [`BaselineKey::encode`]. Only the canonical form is accepted,
     /// so every key has exactly one body. Names are not held to a length: a body in Redis was
     /// admitted under the limit configured when it was written, and must still be recomputed,

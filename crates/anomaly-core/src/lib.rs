@@ -7,17 +7,23 @@
 pub mod config;
 pub mod duration;
 pub mod key;
+pub mod overrides;
 pub mod rule;
 pub mod stats;
+pub mod summary;
 pub mod time;
 pub mod timestamp;
 pub mod trace_id;
 
-pub use config::{ConfigError, StatsConfig, TimeConfig};
+pub use config::{ConfigError, FallbackStep, Level, RuleParams, StatsConfig, TimeConfig};
 pub use duration::{DurationError, DurationMs};
 pub use key::{BaselineKey, DayType, KeyError, NameField, NameRules};
-pub use rule::{Baseline, Bound, ReasonContext, Status, Verdict};
+pub use overrides::{Override, Overrides};
+pub use rule::{
+    Baseline, Baselines, Bound, Fallback, ReasonContext, Status, Summary, Verdict, round3,
+};
 pub use stats::{Stats, StatsScratch};
+pub use summary::Quantiles;
 pub use time::{Bucket, Bucketer};
 pub use timestamp::{TimestampError, UnixNanos};
 pub use trace_id::{TraceId, TraceIdError};

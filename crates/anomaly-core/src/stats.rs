@@ -57,6 +57,23 @@ impl StatsScratch {
         self.buf.extend_from_slice(samples);
         Stats::compute_in_place(&mut self.buf, mad_epsilon_ms)
     }
+
+    /// The statistics of the union of `windows` with its quantiles (one sort: O(n log n)).
+    pub fn summarize<'a>(
+        &mut self,
+        windows: impl IntoIterator<Item = &'a [f64]>,
+        mad_epsilon_ms: f64,
+    ) -> Option<(Stats, crate::summary::Quantiles)> {
+        self.buf.clear();
+        for w in windows {
+            self.buf.extend_from_slice(w);
+        }
+        self.buf.sort_unstable_by(f64::total_cmp);
+        let quantiles = crate::summary::Quantiles::of_sorted(&self.buf)?;
+        // Selection over sorted data finds the same order statistics.
+        let stats = Stats::compute_in_place(&mut self.buf, mad_epsilon_ms)?;
+        Some((stats, quantiles))
+    }
 }
 
 /// The contract's percentile over an already sorted slice; the reference definition that the
@@ -172,6 +189,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_union_summarizes_like_its_samples(
+            a in prop::collection::vec(0.0..1e4f64, 0..300),
+            b in prop::collection::vec(0.0..1e4f64, 1..300),
+        ) {
+            let all: Vec<f64> = a.iter().chain(&b).copied().collect();
+            let (stats, _) = StatsScratch::default().summarize([&a[..], &b[..]], 1.0).unwrap();
+            prop_assert_eq!(stats, Stats::compute(&all, 1.0).unwrap());
+        }
+
         #[test]
         fn selection_equals_sorting(
             samples in prop::collection::vec(

@@ -86,6 +86,36 @@ impl Bucketer {
     }
 }
 
+impl Bucketer {
+    /// What a fallback level covers, in words: "weekdays 12:00-17:00 Asia/Taipei" (nearby
+    /// hours, wrapping past midnight), "weekdays, every hour, Asia/Taipei" (a day type) or
+    /// "every hour of every day, Asia/Taipei" (all).
+    pub fn describe_level(
+        &self,
+        level: crate::config::Level,
+        day_type: DayType,
+        first_hour: u8,
+        last_hour: u8,
+    ) -> String {
+        use crate::config::Level;
+        let days = match day_type {
+            DayType::Weekday => "weekdays",
+            DayType::Weekend if self.holidays.is_empty() => "weekends",
+            DayType::Weekend => "weekends and holidays",
+        };
+        match level {
+            Level::Exact => self.describe(first_hour, day_type),
+            Level::Nearby => format!(
+                "{days} {first_hour:02}:00-{:02}:00 {}",
+                (u16::from(last_hour) + 1) % 24,
+                self.tz.name()
+            ),
+            Level::DayType => format!("{days}, every hour, {}", self.tz.name()),
+            Level::All => format!("every hour of every day, {}", self.tz.name()),
+        }
+    }
+}
+
 /// The local wall-clock range of an hour bucket: ("14:00", "15:00"); hour 23 ends at "24:00".
 pub fn hour_range(hour: u8) -> (String, String) {
     (

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anomaly_core::{ConfigError, NameRules, StatsConfig, TimeConfig};
+use anomaly_core::{ConfigError, NameRules, Override, Overrides, StatsConfig, TimeConfig};
 use anomaly_store::RedisConfig;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
@@ -38,6 +38,9 @@ pub struct CommonConfig {
     /// service, so the ingester stores no name the checker would refuse.
     #[serde(rename = "max_name_bytes")]
     pub names: NameRules,
+    /// Per-service and per-endpoint tuning of the rule; the first match wins (see
+    /// [`anomaly_core::overrides`]). Every service reads the same list.
+    pub overrides: Vec<Override>,
     pub telemetry: TelemetryConfig,
     // The service sections: typed and validated by their own binaries (see [`load`]).
     #[serde(skip_serializing)]
@@ -60,6 +63,7 @@ impl Default for CommonConfig {
             dedup_ttl: Duration::from_secs(6 * 3600),
             retention: Duration::from_secs(30 * 86_400),
             names: NameRules::default(),
+            overrides: Vec::new(),
             telemetry: TelemetryConfig::default(),
             ingester: IgnoredAny,
             recomputer: IgnoredAny,
@@ -84,7 +88,14 @@ impl CommonConfig {
         if self.dedup_ttl < Duration::from_secs(1) {
             return Err(ConfigError::new("dedup_ttl", "must be at least 1s"));
         }
+        self.compiled_overrides()?;
         self.telemetry.validate()
+    }
+
+    /// `overrides`, compiled (validated at load, so this only fails on a config never
+    /// validated).
+    pub fn compiled_overrides(&self) -> Result<Overrides, ConfigError> {
+        Overrides::new(&self.overrides, self.stats.window_size)
     }
 }
 

@@ -29,6 +29,18 @@ impl Keys {
         format!("{}base:{{{body}}}", self.prefix)
     }
 
+    /// `fb:{service|endpoint}`: the endpoint's fallback levels (HASH: `dayType:<d>`, `all`,
+    /// and `nearby:<d>:<h>` for each thin bucket; see `recompute`).
+    pub fn fallback(&self, endpoint_body: &str) -> String {
+        format!("{}fb:{{{endpoint_body}}}", self.prefix)
+    }
+
+    /// `fbLease:{service|endpoint}`: held by the recomputer that last computed the endpoint's
+    /// fallback levels, for `recomputer.fallback_refresh` (see `recompute`).
+    pub fn fallback_lease(&self, endpoint_body: &str) -> String {
+        format!("{}fbLease:{{{endpoint_body}}}", self.prefix)
+    }
+
     /// `dirtyKeys`: bodies awaiting recompute.
     pub fn dirty(&self) -> String {
         format!("{}dirtyKeys", self.prefix)
@@ -107,6 +119,14 @@ mod tests {
                 "prod:base:{checkout|POST /pay|14|weekday}",
             ),
             (keys.dirty(), "prod:dirtyKeys"),
+            (
+                keys.fallback(&k.endpoint_body()),
+                "prod:fb:{checkout|POST /pay}",
+            ),
+            (
+                keys.fallback_lease(&k.endpoint_body()),
+                "prod:fbLease:{checkout|POST /pay}",
+            ),
             (keys.key_index(), "prod:keyIndex"),
             (keys.key_endpoints(), "prod:keyEndpoints"),
             (

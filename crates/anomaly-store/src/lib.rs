@@ -29,7 +29,7 @@ mod windows;
 pub mod poller;
 pub mod recompute;
 
-pub use recompute::{CommitOutcome, Recomputed, VersionedWindow};
+pub use recompute::{CommitOutcome, FallbackLevels, Recomputed, VersionedWindow, fallback_field};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -20,7 +20,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use anomaly_core::{Baseline, BaselineKey};
+use anomaly_core::{Baseline, BaselineKey, DayType, Fallback, Level, Quantiles};
 use deadpool_redis::redis::{self, Script};
 
 use crate::{DirtyBatch, Hold, Store, StoreError};
@@ -72,23 +72,24 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 -- KEYS[1] inflight; KEYS[1+i] base:{B_i}.
--- ARGV[1] retention ms; per key i, 7 values from ARGV[2+7(i-1)]:
---   body, version read ('' = none), p50, p95, mad, sampleCount ('0' = empty window), updatedAt.
+-- ARGV[1] retention ms; per key i, 8 values from ARGV[2+8(i-1)]:
+--   body, version read ('' = none), p50, p95, mad, sampleCount ('0' = empty window), updatedAt,
+--   q (the quantiles).
 local retention = tonumber(ARGV[1])
 local written, stale, cleared = 0, 0, 0
 for i = 1, #KEYS - 1 do
   local base = KEYS[1 + i]
-  local a = 2 + 7 * (i - 1)
+  local a = 2 + 8 * (i - 1)
   local current = redis.call('HGET', base, 'v')
   if not current then current = '' end
   if current ~= ARGV[a + 1] then
     stale = stale + 1
   elseif ARGV[a + 5] == '0' then
-    redis.call('HDEL', base, 'p50', 'p95', 'mad', 'sampleCount', 'updatedAt')
+    redis.call('HDEL', base, 'p50', 'p95', 'mad', 'sampleCount', 'updatedAt', 'q')
     cleared = cleared + 1
   else
     redis.call('HSET', base, 'p50', ARGV[a + 2], 'p95', ARGV[a + 3], 'mad', ARGV[a + 4],
-      'sampleCount', ARGV[a + 5], 'updatedAt', ARGV[a + 6])
+      'sampleCount', ARGV[a + 5], 'updatedAt', ARGV[a + 6], 'q', ARGV[a + 7])
     if retention > 0 then
       redis.call('PEXPIRE', base, retention)
     end
@@ -100,6 +101,39 @@ return {written, stale, cleared}
 ",
     )
 });
+
+static FALLBACKS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS[1] fb:{service|endpoint}. ARGV[1] computed-at ms (orders writes), ARGV[2] retention ms,
+-- then field/value pairs: the endpoint's levels, replacing all it had. Levels computed later
+-- are kept, so a slow recomputer never writes older levels over newer ones.
+local at, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
+local prev = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if at < prev then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[1], 'at', ARGV[1], unpack(ARGV, 3))
+  if retention > 0 then
+    redis.call('PEXPIRE', KEYS[1], retention)
+  end
+end
+return 1
+",
+    )
+});
+
+/// The field of an endpoint's `fb:` hash that holds `level` for the bucket (`hour`,
+/// `day_type`): `nearby:<dayType>:<hour>`, `dayType:<dayType>` or `all`.
+pub fn fallback_field(level: Level, day_type: DayType, hour: u8) -> String {
+    match level {
+        Level::Nearby => format!("nearby:{}:{hour}", day_type.as_str()),
+        Level::DayType => format!("dayType:{}", day_type.as_str()),
+        Level::All | Level::Exact => "all".to_owned(),
+    }
+}
 
 /// A window as read for recompute, with the version it was read at.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +150,17 @@ pub struct Recomputed {
     pub key: BaselineKey,
     pub version: Option<String>,
     pub baseline: Option<Baseline>,
+    /// The window's quantiles, kept beside the baseline for ranks.
+    pub quantiles: Option<Quantiles>,
+}
+
+/// An endpoint's fallback levels: `dayType` per day type, `all`, and `nearby` for each thin
+/// bucket, as (field, level) with [`fallback_field`]'s names.
+#[derive(Debug, Clone)]
+pub struct FallbackLevels {
+    /// Any key of the endpoint.
+    pub key: BaselineKey,
+    pub levels: Vec<(String, Fallback)>,
 }
 
 /// What a commit did.
@@ -250,10 +295,15 @@ impl Store {
                         .arg(b.p95.to_string())
                         .arg(b.mad.to_string())
                         .arg(b.sample_count)
-                        .arg(b.updated_at);
+                        .arg(b.updated_at)
+                        .arg(
+                            item.quantiles
+                                .as_ref()
+                                .map_or_else(String::new, Quantiles::encode),
+                        );
                 }
                 None => {
-                    inv.arg("0").arg("0").arg("0").arg(0).arg(0);
+                    inv.arg("0").arg("0").arg("0").arg(0).arg(0).arg("");
                 }
             }
         }
@@ -267,6 +317,57 @@ impl Store {
             stale,
             cleared,
         })
+    }
+
+    /// Takes the right to compute `key`'s endpoint's fallback levels for `period` (SET NX PX):
+    /// one recomputer per endpoint per period. `false` when another took it within the period.
+    /// `force` takes it even so (`recomputer rebuild`).
+    pub async fn take_fallback_lease(
+        &self,
+        key: &BaselineKey,
+        worker: &str,
+        period: Duration,
+        force: bool,
+    ) -> Result<bool, StoreError> {
+        let lease = self.keys.fallback_lease(&key.endpoint_body());
+        let taken: Option<String> = self
+            .run("take_fallback_lease", async |conn| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&lease).arg(worker);
+                if !force {
+                    cmd.arg("NX");
+                }
+                Ok(cmd
+                    .arg("PX")
+                    .arg(period.as_millis().max(1) as u64)
+                    .query_async(conn)
+                    .await?)
+            })
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Replaces an endpoint's fallback levels, computed at `at_ms` from windows read before it;
+    /// `false` when levels computed later are already there (they are kept).
+    pub async fn write_fallbacks(
+        &self,
+        item: &FallbackLevels,
+        at_ms: i64,
+        retention: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inv = FALLBACKS.prepare_invoke();
+        inv.key(self.keys.fallback(&item.key.endpoint_body()))
+            .arg(at_ms)
+            .arg(retention.as_millis() as u64);
+        for (field, level) in &item.levels {
+            inv.arg(field).arg(level.encode());
+        }
+        let written: i64 = self
+            .run("write_fallbacks", async |conn| {
+                Ok(inv.invoke_async(conn).await?)
+            })
+            .await?;
+        Ok(written == 1)
     }
 
     /// Hands the in-flight keys of every worker whose heartbeat expired back to `dirtyKeys`;

@@ -9,6 +9,7 @@
 //! a race end with the newest window (see `anomaly_store::recompute`).
 
 pub mod cli;
+mod fallback;
 mod metrics;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use anomaly_store::{CommitOutcome, Recomputed, Store, StoreError};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+pub use fallback::{FallbackOutcome, report_unmatched};
 pub use metrics::RecomputeMetrics;
 
 /// The `recomputer:` section.
@@ -50,6 +52,10 @@ pub struct Section {
     /// endpoints none of whose windows exists.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// At most how often an endpoint's fallback levels (`stats.fallback`) are recomputed; each
+    /// time reads all 48 of its windows.
+    #[serde(with = "humantime_serde")]
+    pub fallback_refresh: Duration,
 }
 
 impl Default for Section {
@@ -63,6 +69,7 @@ impl Default for Section {
             concurrency: 4,
             claim_ttl: Duration::from_secs(60),
             prune_interval: Duration::from_secs(3600),
+            fallback_refresh: Duration::from_secs(300),
         }
     }
 }
@@ -102,6 +109,12 @@ impl ServiceSection for Section {
                 "must be more than 0",
             ));
         }
+        if self.fallback_refresh < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "recomputer.fallback_refresh",
+                "must be at least 1s",
+            ));
+        }
         Ok(())
     }
 }
@@ -124,6 +137,8 @@ pub struct DrainOutcome {
     pub batches: u64,
     /// The time budget ran out before the dirty set was empty.
     pub budget_exhausted: bool,
+    /// Fallback levels: endpoints computed, thin buckets written, endpoints deferred.
+    pub fallback: FallbackOutcome,
 }
 
 /// Counts one more batch's commit.
@@ -153,12 +168,23 @@ pub struct Recomputer {
     section: Section,
     worker: String,
     metrics: RecomputeMetrics,
+    levels: fallback::Levels,
 }
 
 impl Recomputer {
     /// `worker` names this process in Redis; it must be unique among live recomputers
     /// ([`lifecycle::instance_id`] makes one).
     pub fn new(config: &Config, store: Store, metrics: RecomputeMetrics, worker: String) -> Self {
+        let levels = fallback::Levels {
+            store: store.clone(),
+            stats: config.common.stats.clone(),
+            // Validated when the configuration was loaded.
+            overrides: config.common.compiled_overrides().unwrap_or_default(),
+            refresh: config.service.fallback_refresh,
+            retention: config.common.retention,
+            worker: worker.clone(),
+            force: false,
+        };
         Recomputer {
             store,
             stats: config.common.stats.clone(),
@@ -166,6 +192,7 @@ impl Recomputer {
             section: config.service.clone(),
             worker,
             metrics,
+            levels,
         }
     }
 
@@ -189,8 +216,10 @@ impl Recomputer {
             ..DrainOutcome::default()
         };
         let lanes = (0..self.section.concurrency).map(|_| self.lane(started));
+        let mut deferred = Vec::new();
         for lane in futures::future::join_all(lanes).await {
-            let lane = lane?;
+            let (lane, later) = lane?;
+            deferred.extend(later);
             outcome += CommitOutcome {
                 written: lane.recomputed,
                 stale: lane.stale,
@@ -198,19 +227,29 @@ impl Recomputer {
             };
             outcome.invalid += lane.invalid;
             outcome.batches += lane.batches;
+            outcome.fallback.endpoints += lane.fallback.endpoints;
+            outcome.fallback.buckets += lane.fallback.buckets;
+            outcome.fallback.deferred += lane.fallback.deferred;
             outcome.budget_exhausted |= lane.budget_exhausted;
         }
+        // Endpoints whose fallback levels were not due: their samples reach the levels at a
+        // later drain, even if none arrives in the meantime.
+        self.store.mark_dirty(&deferred).await?;
         Ok(outcome)
     }
 
     /// One of `concurrency` loops that claim and process batches until none is left.
-    async fn lane(&self, started: Instant) -> Result<DrainOutcome, StoreError> {
+    async fn lane(
+        &self,
+        started: Instant,
+    ) -> Result<(DrainOutcome, Vec<anomaly_core::BaselineKey>), StoreError> {
         let mut outcome = DrainOutcome::default();
         let mut scratch = StatsScratch::default();
+        let mut deferred = Vec::new();
         loop {
             if started.elapsed() >= self.section.time_budget {
                 outcome.budget_exhausted = true;
-                return Ok(outcome);
+                return Ok((outcome, deferred));
             }
             let batch = self
                 .store
@@ -225,13 +264,16 @@ impl Recomputer {
                 tracing::warn!(body, "dropped a dirty entry that is not a valid key");
             }
             if batch.keys.is_empty() {
-                return Ok(outcome);
+                return Ok((outcome, deferred));
             }
-            let batch_started = Instant::now();
-            let committed = self.process(batch.keys, &mut scratch).await?;
-            self.metrics.batch_done(batch_started.elapsed(), committed);
+            let (committed, levels) = self
+                .process(batch.keys, &mut scratch, &mut deferred)
+                .await?;
             outcome += committed;
             outcome.batches += 1;
+            outcome.fallback.endpoints += levels.endpoints;
+            outcome.fallback.buckets += levels.buckets;
+            outcome.fallback.deferred += levels.deferred;
         }
     }
 
@@ -239,21 +281,27 @@ impl Recomputer {
         &self,
         keys: Vec<anomaly_core::BaselineKey>,
         scratch: &mut StatsScratch,
-    ) -> Result<CommitOutcome, StoreError> {
+        deferred: &mut Vec<anomaly_core::BaselineKey>,
+    ) -> Result<(CommitOutcome, FallbackOutcome), StoreError> {
+        let batch_started = Instant::now();
         let windows = self
             .store
             .read_windows_versioned(&keys, self.stats.window_size)
             .await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let items: Vec<Recomputed> = keys
-            .into_iter()
+            .iter()
             .zip(windows)
-            .map(|(key, window)| Recomputed {
-                key,
-                baseline: scratch
-                    .compute(&window.samples, self.stats.mad_epsilon_ms)
-                    .map(|s| Baseline::from_stats(s, now_ms)),
-                version: window.version,
+            .map(|(key, window)| {
+                let summary = scratch.summarize([&window.samples[..]], self.stats.mad_epsilon_ms);
+                Recomputed {
+                    key: key.clone(),
+                    baseline: summary
+                        .as_ref()
+                        .map(|(s, _)| Baseline::from_stats(*s, now_ms)),
+                    quantiles: summary.map(|(_, q)| q),
+                    version: window.version,
+                }
             })
             .collect();
         // Listed before the commit: if this fails, the batch stays claimed and is retried, so
@@ -263,9 +311,13 @@ impl Recomputer {
             .filter(|i| i.baseline.is_some())
             .map(|i| &i.key);
         self.store.index_endpoints(listed).await?;
-        self.store
+        let committed = self
+            .store
             .commit_baselines(&self.worker, &items, self.retention)
-            .await
+            .await?;
+        self.metrics.batch_done(batch_started.elapsed(), committed);
+        let levels = self.levels.refresh(&keys, scratch, deferred).await?;
+        Ok((committed, levels))
     }
 
     /// Marks every key that has a window dirty and drains until the dirty set is empty,
@@ -288,9 +340,12 @@ impl Recomputer {
             }
         }
         progress(0, total);
+        // Every endpoint's fallback levels too, whether or not they are due.
+        let mut forced = self.clone();
+        forced.levels.force = true;
         let mut outcome = DrainOutcome::default();
         loop {
-            let step = self.drain_once().await?;
+            let step = forced.drain_once().await?;
             outcome.recomputed += step.recomputed;
             outcome.stale += step.stale;
             outcome.cleared += step.cleared;
@@ -369,6 +424,13 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, worker = recomputer.worker(), "recomputer listening");
     let section = config.service;
     let grace = section.limits.shutdown_grace;
+    let overrides = config.common.compiled_overrides()?;
+    let checked = recomputer.store().clone();
+    tokio::spawn(async move {
+        if let Err(e) = fallback::report_unmatched(&checked, &overrides).await {
+            tracing::warn!(error = %e, "could not check the overrides against the stored keys");
+        }
+    });
     lifecycle::run(listener, router, grace, shutdown, |stop| async move {
         schedule(&recomputer, &section, &stop, &metrics.common).await;
     })

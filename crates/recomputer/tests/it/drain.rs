@@ -120,6 +120,7 @@ async fn a_slow_recompute_never_overwrites_a_newer_window() {
     assert_eq!(newest.sample_count, 11);
     // ...then the slow worker commits what it computed from the old window: refused.
     let stale = anomaly_store::Recomputed {
+        quantiles: None,
         key: k.clone(),
         version: old[0].version.clone(),
         baseline: Stats::compute(&old[0].samples, 1.0).map(|s| Baseline::from_stats(s, 1)),

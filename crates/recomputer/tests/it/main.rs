@@ -3,6 +3,7 @@
 mod config;
 mod crash;
 mod drain;
+mod levels;
 mod listing;
 mod service;
 

@@ -1,0 +1,201 @@
+//! Fallback levels: for the thin buckets of an endpoint (fewer samples than the rule needs),
+//! the statistics and quantiles of the union of the windows of wider levels, written into the
+//! thin bucket's own hash so a check reads them with the exact baseline in one round trip.
+//!
+//! - `nearby`: the same day type within `stats.nearby_hours` hours either side;
+//! - `dayType`: every hour of the same day type;
+//! - `all`: every hour of both day types.
+//!
+//! They are real percentiles and MAD of the samples of the union (never averages of
+//! percentiles). Computing them reads all 48 windows of the endpoint, so it is done at most
+//! once per `recomputer.fallback_refresh` per endpoint (a lease in Redis, shared by all
+//! recomputers). An endpoint whose levels are not due yet has one of its keys put back into the
+//! dirty set, so the samples that arrived meanwhile reach its levels once the lease expires,
+//! even if no other sample ever comes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anomaly_core::{
+    Baseline, BaselineKey, DayType, Fallback, FallbackStep, Level, Overrides, StatsConfig,
+    StatsScratch, Summary,
+};
+use anomaly_store::{FallbackLevels, Store, StoreError, fallback_field};
+
+/// What one pass over a batch's endpoints did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallbackOutcome {
+    /// Endpoints whose levels were computed.
+    pub endpoints: u64,
+    /// Thin buckets of those endpoints (each with its `nearby` level, when it has samples).
+    pub buckets: u64,
+    /// Endpoints not due yet (put back in the dirty set after the drain).
+    pub deferred: u64,
+}
+
+/// Computes and writes fallback levels.
+#[derive(Debug, Clone)]
+pub(crate) struct Levels {
+    pub store: Store,
+    pub stats: StatsConfig,
+    pub overrides: Overrides,
+    pub refresh: Duration,
+    pub retention: Duration,
+    pub worker: String,
+    /// Compute every endpoint's levels, due or not (`recomputer rebuild`).
+    pub force: bool,
+}
+
+const DAY_TYPES: [DayType; 2] = [DayType::Weekday, DayType::Weekend];
+
+impl Levels {
+    fn wants(&self, level: Level) -> bool {
+        self.stats
+            .fallback
+            .iter()
+            .any(|s: &FallbackStep| s.level == level)
+    }
+
+    /// Refreshes the levels of the endpoints of `keys` that are due, and adds one key of each
+    /// endpoint not due yet to `deferred`, for the caller to put back in the dirty set once its
+    /// drain is over (within the drain it would only be claimed again at once).
+    pub(crate) async fn refresh(
+        &self,
+        keys: &[BaselineKey],
+        scratch: &mut StatsScratch,
+        deferred: &mut Vec<BaselineKey>,
+    ) -> Result<FallbackOutcome, StoreError> {
+        let mut outcome = FallbackOutcome::default();
+        if self.stats.fallback.is_empty() {
+            return Ok(outcome);
+        }
+        let mut seen = HashSet::new();
+        for key in keys {
+            if !seen.insert(key.endpoint_body()) {
+                continue;
+            }
+            if self
+                .store
+                .take_fallback_lease(key, &self.worker, self.refresh, self.force)
+                .await?
+            {
+                outcome.buckets += self.compute(key, scratch).await?;
+                outcome.endpoints += 1;
+            } else {
+                deferred.push(key.clone());
+                outcome.deferred += 1;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Reads the endpoint's 48 windows and replaces its levels: `dayType` and `all` once, and
+    /// `nearby` for each thin bucket; returns how many thin buckets it has.
+    async fn compute(
+        &self,
+        key: &BaselineKey,
+        scratch: &mut StatsScratch,
+    ) -> Result<u64, StoreError> {
+        let all_keys: Vec<BaselineKey> = DAY_TYPES
+            .iter()
+            .flat_map(|&d| (0..24).map(move |h| key.at(h, d)))
+            .collect();
+        let windows: Vec<Vec<f64>> = self
+            .store
+            .read_windows_versioned(&all_keys, self.stats.window_size)
+            .await?
+            .into_iter()
+            .map(|w| w.samples)
+            .collect();
+        let window = |d: usize, h: u8| &windows[d * 24 + usize::from(h % 24)][..];
+        let over = self.overrides.find(key.service(), key.endpoint());
+        let min = u64::from(self.stats.rule(over.map(|a| a.over)).min_samples);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let eps = self.stats.mad_epsilon_ms;
+        let mut level = |parts: Vec<&[f64]>, first: u8, last: u8| {
+            scratch
+                .summarize(parts, eps)
+                .map(|(stats, quantiles)| Fallback {
+                    summary: Summary {
+                        baseline: Baseline::from_stats(stats, now_ms),
+                        quantiles: Some(quantiles),
+                    },
+                    first_hour: first,
+                    last_hour: last,
+                })
+        };
+        let mut levels = Vec::new();
+        let mut thin = 0;
+        let n = self.stats.nearby_hours;
+        for (d, &day_type) in DAY_TYPES.iter().enumerate() {
+            if self.wants(Level::DayType)
+                && let Some(f) = level((0..24).map(|h| window(d, h)).collect(), 0, 23)
+            {
+                levels.push((fallback_field(Level::DayType, day_type, 0), f));
+            }
+            for h in 0..24u8 {
+                if window(d, h).len() as u64 >= min {
+                    continue;
+                }
+                thin += 1;
+                if self.wants(Level::Nearby) {
+                    let parts = (0..=2 * n).map(|i| window(d, h + 24 - n + i)).collect();
+                    if let Some(f) = level(parts, (h + 24 - n) % 24, (h + n) % 24) {
+                        levels.push((fallback_field(Level::Nearby, day_type, h), f));
+                    }
+                }
+            }
+        }
+        if self.wants(Level::All)
+            && let Some(f) = level(windows.iter().map(Vec::as_slice).collect(), 0, 23)
+        {
+            levels.push((fallback_field(Level::All, DayType::Weekday, 0), f));
+        }
+        let item = FallbackLevels {
+            key: key.clone(),
+            levels,
+        };
+        self.store
+            .write_fallbacks(&item, now_ms, self.retention)
+            .await?;
+        Ok(thin)
+    }
+}
+
+/// Logs each entry of `overrides` that matches no stored key (a typo in a pattern, or a
+/// service that has not sent traces yet): one pass over `keyIndex` at start-up. Returns the
+/// indexes of the entries that matched nothing.
+pub async fn report_unmatched(
+    store: &Store,
+    overrides: &Overrides,
+) -> Result<Vec<usize>, StoreError> {
+    if overrides.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut matched = vec![false; overrides.len()];
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = store.scan_keys(cursor, 1000).await?;
+        for key in &keys {
+            for (i, hit) in matched.iter_mut().enumerate() {
+                *hit = *hit || overrides.matches(i, key.service(), key.endpoint());
+            }
+        }
+        cursor = next;
+        if cursor == 0 || matched.iter().all(|&m| m) {
+            break;
+        }
+    }
+    let unmatched: Vec<usize> = (0..matched.len()).filter(|&i| !matched[i]).collect();
+    for (i, over) in overrides.entries().enumerate() {
+        if unmatched.contains(&i) {
+            tracing::warn!(
+                index = i,
+                service = over.service.as_deref().unwrap_or("*"),
+                endpoint = over.endpoint.as_deref().unwrap_or("*"),
+                "overrides[{i}] matches no stored service and endpoint yet; check its patterns"
+            );
+        }
+    }
+    Ok(unmatched)
+}

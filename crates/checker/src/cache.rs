@@ -15,10 +15,10 @@
 //! Concurrent misses of the same key may each go to Redis; the concurrency limit bounds that.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anomaly_core::{Baseline, BaselineKey};
+use anomaly_core::{BaselineKey, Baselines};
 use anomaly_runtime::metrics::CommonMetrics;
 use anomaly_store::{Store, StoreError};
 use moka::sync::Cache;
@@ -33,10 +33,13 @@ const REFRESH_QUEUE: usize = 4096;
 /// Keys read from Redis per refresh round trip at most.
 const REFRESH_BATCH: usize = 256;
 
+/// What is stored for a key (shared: a hit copies a pointer), `None` when nothing is.
+pub(crate) type Stored = Option<Arc<Baselines>>;
+
 /// A cached answer and when it was read from Redis.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
-    baseline: Option<Baseline>,
+    baseline: Stored,
     read_at: Instant,
 }
 
@@ -83,11 +86,8 @@ impl BaselineCache {
 
     /// The baselines of `keys` (which must be distinct), in their order: from memory where
     /// cached, the rest in one Redis round trip.
-    pub(crate) async fn get_many(
-        &self,
-        keys: &[BaselineKey],
-    ) -> Result<Vec<Option<Baseline>>, StoreError> {
-        let mut found: Vec<Option<Option<Baseline>>> = match &self.cache {
+    pub(crate) async fn get_many(&self, keys: &[BaselineKey]) -> Result<Vec<Stored>, StoreError> {
+        let mut found: Vec<Option<Stored>> = match &self.cache {
             Some(cache) => keys.iter().map(|k| self.lookup(cache, k)).collect(),
             None => vec![None; keys.len()],
         };
@@ -110,7 +110,13 @@ impl BaselineCache {
         for slot in found.iter_mut().filter(|f| f.is_none()) {
             if let Some((key, baseline)) = fetched.next() {
                 if let Some(cache) = &self.cache {
-                    cache.insert(key, Entry { baseline, read_at });
+                    cache.insert(
+                        key,
+                        Entry {
+                            baseline: baseline.clone(),
+                            read_at,
+                        },
+                    );
                 }
                 *slot = Some(baseline);
             }
@@ -120,7 +126,7 @@ impl BaselineCache {
 
     /// One key's baseline, through the cache. A hit allocates nothing (unless it queues a
     /// refresh).
-    pub(crate) async fn get(&self, key: &BaselineKey) -> Result<Option<Baseline>, StoreError> {
+    pub(crate) async fn get(&self, key: &BaselineKey) -> Result<Stored, StoreError> {
         if let Some(cache) = &self.cache
             && let Some(cached) = self.lookup(cache, key)
         {
@@ -132,18 +138,20 @@ impl BaselineCache {
         let read_at = Instant::now();
         let baseline = self.fetch(std::slice::from_ref(key)).await?.pop().flatten();
         if let Some(cache) = &self.cache {
-            cache.insert(key.clone(), Entry { baseline, read_at });
+            cache.insert(
+                key.clone(),
+                Entry {
+                    baseline: baseline.clone(),
+                    read_at,
+                },
+            );
         }
         Ok(baseline)
     }
 
     /// The cached answer for `key`, queueing a refresh when the entry is in the last quarter of
     /// its TTL.
-    fn lookup(
-        &self,
-        cache: &Cache<BaselineKey, Entry>,
-        key: &BaselineKey,
-    ) -> Option<Option<Baseline>> {
+    fn lookup(&self, cache: &Cache<BaselineKey, Entry>, key: &BaselineKey) -> Option<Stored> {
         let entry = cache.get(key)?;
         if entry.read_at.elapsed() >= self.refresh_after {
             self.queue_refresh(cache, key);
@@ -167,12 +175,16 @@ impl BaselineCache {
     }
 
     /// Reads `keys` from Redis in one round trip, counting failures.
-    async fn fetch(&self, keys: &[BaselineKey]) -> Result<Vec<Option<Baseline>>, StoreError> {
+    async fn fetch(&self, keys: &[BaselineKey]) -> Result<Vec<Stored>, StoreError> {
         // The error itself is logged where it becomes the response (`ApiError::from`).
-        self.store
-            .baselines(keys)
+        Ok(self
+            .store
+            .stored_baselines(keys)
             .await
-            .inspect_err(|_| self.common.redis_error("baselines"))
+            .inspect_err(|_| self.common.redis_error("baselines"))?
+            .into_iter()
+            .map(|b| b.map(Arc::new))
+            .collect())
     }
 }
 
@@ -190,9 +202,10 @@ async fn refresh(
         let mut seen = HashSet::with_capacity(batch.len());
         batch.retain(|key| seen.insert(key.clone()));
         let read_at = Instant::now();
-        match store.baselines(&batch).await {
+        match store.stored_baselines(&batch).await {
             Ok(baselines) => {
                 for (key, baseline) in batch.drain(..).zip(baselines) {
+                    let baseline = baseline.map(Arc::new);
                     cache.insert(key, Entry { baseline, read_at });
                 }
             }

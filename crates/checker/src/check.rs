@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use anomaly_core::rule::Bound;
 use anomaly_core::{
-    Baseline, BaselineKey, Bucket, DurationMs, KeyError, NameField, ReasonContext, Status,
-    UnixNanos, Verdict,
+    Baseline, BaselineKey, Baselines, Bucket, DayType, DurationMs, KeyError, Level, NameField,
+    ReasonContext, Status, UnixNanos, Verdict, round3,
 };
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
 use anomaly_runtime::http::ApiJson;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::cache::Stored;
 use crate::state::{AppState, InputLimits, Now};
 
 /// A check: which request, when, and how long it took.
@@ -83,8 +84,83 @@ pub(crate) struct CheckResponse {
     /// `durationMs - threshold`: positive for an anomaly; null for INSUFFICIENT_DATA.
     #[schema(required = true)]
     excess_ms: Option<f64>,
-    /// Samples a baseline needs before a duration is judged (`stats.min_samples`).
+    /// Samples the exact bucket needs before it is judged (`stats.min_samples`, or the
+    /// override's).
     min_samples: u64,
+    /// Which baseline was judged against: the exact bucket, or the fallback level used
+    /// because the bucket had fewer than `minSamples` (`stats.fallback`); null when not judged.
+    #[schema(required = true)]
+    baseline_source: Option<SourceName>,
+    /// What the baseline judged against covers; null when not judged.
+    #[schema(required = true)]
+    coverage: Option<CoverageBody>,
+    /// Samples in the exact bucket (0 when it has none).
+    bucket_sample_count: u64,
+    /// Where `durationMs` falls among the samples of the baseline judged against, from 0 to 1
+    /// (0.996: slower than 99.6% of them), read from its stored quantiles; null when not
+    /// judged or when the baseline predates quantiles.
+    #[schema(required = true, example = 0.996)]
+    rank: Option<f64>,
+    /// The rule's parameters as applied (after any override).
+    factor: f64,
+    k: f64,
+    /// The absolute floor: nothing at or below it is an anomaly (`stats.min_threshold_ms`, or
+    /// the override's).
+    min_threshold_ms: f64,
+    /// The entry of `overrides` that applied to this key; null when none did.
+    #[schema(required = true)]
+    r#override: Option<OverrideBody>,
+}
+
+/// A baseline level.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub(crate) enum SourceName {
+    #[serde(rename = "exact")]
+    Exact,
+    #[serde(rename = "nearby")]
+    Nearby,
+    #[serde(rename = "dayType")]
+    DayType,
+    #[serde(rename = "all")]
+    All,
+}
+
+impl From<Level> for SourceName {
+    fn from(l: Level) -> Self {
+        match l {
+            Level::Exact => SourceName::Exact,
+            Level::Nearby => SourceName::Nearby,
+            Level::DayType => SourceName::DayType,
+            Level::All => SourceName::All,
+        }
+    }
+}
+
+/// The hours and day types a baseline covers, and its samples.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CoverageBody {
+    /// Local hours, in order (wrapping past midnight).
+    #[schema(example = json!([12, 13, 14, 15, 16]))]
+    hours: Vec<u8>,
+    day_types: Vec<DayTypeBody>,
+    sample_count: u64,
+    /// The coverage in words.
+    #[schema(example = "weekdays 12:00-17:00 Asia/Taipei")]
+    description: String,
+}
+
+/// The override that applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OverrideBody {
+    /// Its position in `overrides`.
+    index: usize,
+    /// Its service pattern; null matches every service.
+    #[schema(required = true)]
+    service: Option<String>,
+    /// Its endpoint pattern; null matches every endpoint.
+    #[schema(required = true)]
+    endpoint: Option<String>,
 }
 
 /// The verdict.
@@ -106,13 +182,16 @@ impl From<Status> for CheckStatus {
     }
 }
 
-/// Which of the two bounds set the threshold.
+/// Which bound set the threshold.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub(crate) enum BoundName {
     #[serde(rename = "p95 * factor")]
     P95Factor,
     #[serde(rename = "p50 + k * MAD")]
     P50KMad,
+    /// The absolute floor (`min_threshold_ms`) was above both.
+    #[serde(rename = "min_threshold_ms")]
+    Floor,
 }
 
 /// Whether a local date counts as a weekday or a weekend (holidays count as weekend).
@@ -169,9 +248,9 @@ pub(crate) struct BaselineBody {
 impl From<Baseline> for BaselineBody {
     fn from(b: Baseline) -> Self {
         BaselineBody {
-            p50: b.p50,
-            p95: b.p95,
-            mad: b.mad,
+            p50: round3(b.p50),
+            p95: round3(b.p95),
+            mad: round3(b.mad),
             sample_count: b.sample_count,
             updated_at: b.updated_at,
         }
@@ -289,7 +368,7 @@ pub(crate) async fn check_batch(
         .iter()
         .map(|check| match check {
             Ok(valid) => {
-                let baseline = index.get(&valid.key).and_then(|&i| baselines[i]);
+                let baseline = index.get(&valid.key).and_then(|&i| baselines[i].clone());
                 BatchResult::Checked(Box::new(judge(&state, valid, baseline, now)))
             }
             Err(e) => BatchResult::Failed(e.body()),
@@ -375,23 +454,51 @@ fn timestamp(value: Option<&Value>, limits: &InputLimits, now: Now) -> Result<Un
 }
 
 /// The verdict and its explanation; counts it by status and service.
-fn judge(
-    state: &AppState,
-    check: &ValidCheck,
-    baseline: Option<Baseline>,
-    now: Now,
-) -> CheckResponse {
-    let verdict = Verdict::evaluate(check.duration, baseline.as_ref(), &state.stats);
+fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> CheckResponse {
     let key = &check.key;
+    let applied = state.overrides.find(key.service(), key.endpoint());
+    let rule = state.stats.rule(applied.map(|a| a.over));
+    let empty = Baselines::default();
+    let stored_ref = stored.as_deref().unwrap_or(&empty);
+    let verdict = Verdict::judge(check.duration, stored_ref, &rule, &state.stats.fallback);
     let description = state.describe(key.hour(), key.day_type());
+    let coverage = verdict.source.map(|level| {
+        let (first, last) = verdict.coverage.unwrap_or((key.hour(), key.hour()));
+        let day_types = match level {
+            Level::All => vec![DayType::Weekday, DayType::Weekend],
+            _ => vec![key.day_type()],
+        };
+        CoverageBody {
+            hours: anomaly_core::rule::hours_between(first, last),
+            day_types: day_types.into_iter().map(DayTypeBody::from).collect(),
+            sample_count: verdict.baseline.map_or(0, |b| b.sample_count),
+            description: state
+                .bucketer
+                .describe_level(level, key.day_type(), first, last),
+        }
+    });
+    let override_text = applied.map(|a| {
+        let mut text = format!("overrides[{}]", a.index);
+        let parts: Vec<String> = [("service", &a.over.service), ("endpoint", &a.over.endpoint)]
+            .into_iter()
+            .filter_map(|(name, p)| p.as_ref().map(|p| format!("{name} {p}")))
+            .collect();
+        text.push_str(&format!(" ({})", parts.join(", ")));
+        text
+    });
     let reason = verdict.reason(&ReasonContext {
         subject: format!("{} {}", key.service(), key.endpoint()),
         bucket: description.to_owned(),
-        baseline_age_ms: baseline.map(|b| now.unix_millis().saturating_sub(b.updated_at)),
+        baseline_age_ms: verdict
+            .baseline
+            .map(|b| now.unix_millis().saturating_sub(b.updated_at)),
+        scope: coverage.as_ref().map(|c| c.description.clone()),
+        hour: format!("{:02}:00", key.hour()),
+        override_text,
     });
     state
         .checks
-        .check(key.service(), verdict.status, baseline.is_some());
+        .check(key.service(), verdict.status, verdict.baseline.is_some());
     let j = verdict.judgement;
     CheckResponse {
         is_anomaly: verdict.is_anomaly(),
@@ -401,17 +508,30 @@ fn judge(
             day_type: check.bucket.day_type.into(),
             description: description.to_owned(),
         },
-        baseline: baseline.map(BaselineBody::from),
-        threshold: verdict.threshold(),
+        baseline: verdict.baseline.map(BaselineBody::from),
+        threshold: verdict.threshold().map(round3),
         reason,
-        duration_ms: verdict.duration_ms,
+        duration_ms: round3(verdict.duration_ms),
         bound: j.map(|j| match j.bound {
             Bound::P95Factor => BoundName::P95Factor,
             Bound::P50KMad => BoundName::P50KMad,
+            Bound::Floor => BoundName::Floor,
         }),
-        p95_bound: j.map(|j| j.p95_bound),
-        mad_bound: j.map(|j| j.mad_bound),
-        excess_ms: j.map(|j| j.excess_ms),
+        p95_bound: j.map(|j| round3(j.p95_bound)),
+        mad_bound: j.map(|j| round3(j.mad_bound)),
+        excess_ms: j.map(|j| round3(j.excess_ms)),
         min_samples: verdict.min_samples,
+        baseline_source: verdict.source.map(SourceName::from),
+        coverage,
+        bucket_sample_count: verdict.bucket_samples,
+        rank: verdict.rank.map(round3),
+        factor: verdict.factor,
+        k: verdict.k,
+        min_threshold_ms: verdict.min_threshold_ms,
+        r#override: applied.map(|a| OverrideBody {
+            index: a.index,
+            service: a.over.service.clone(),
+            endpoint: a.over.endpoint.clone(),
+        }),
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anomaly_core::{Bucketer, DayType, NameRules, StatsConfig, TimeConfig};
+use anomaly_core::{Bucketer, DayType, NameRules, Overrides, StatsConfig, TimeConfig};
 use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::Store;
 
@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     descriptions: Vec<String>,
     pub(crate) time: TimeConfig,
     pub(crate) stats: StatsConfig,
+    /// `overrides`, compiled.
+    pub(crate) overrides: Overrides,
     pub(crate) limits: InputLimits,
     pub(crate) checks: CheckerMetrics,
     pub(crate) metrics: Metrics,
@@ -62,6 +64,7 @@ impl AppState {
             descriptions,
             time,
             stats: config.common.stats.clone(),
+            overrides: config.common.compiled_overrides()?,
             limits: InputLimits {
                 max_batch_items: config.service.max_batch_items,
                 names: config.common.names,

@@ -132,7 +132,8 @@ async fn a_zero_ttl_turns_the_cache_off() {
     for _ in 0..5 {
         assert_eq!(app.check(&body(&k, 5.0)).await.body["status"], "NORMAL");
     }
-    assert_eq!(calls(&server, "hmget") - before, 5);
+    // Each check: one round trip, the baseline's and the endpoint's levels' HMGET.
+    assert_eq!(calls(&server, "hmget") - before, 10);
 }
 
 #[tokio::test]
@@ -154,7 +155,7 @@ async fn the_cache_is_bounded_in_entries() {
     }
     let refetched = calls(&server, "hmget") - before;
     assert!(
-        refetched >= 150,
+        refetched >= 300,
         "only {refetched} of 200 keys were fetched again"
     );
 }

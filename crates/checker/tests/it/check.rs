@@ -125,6 +125,8 @@ async fn needs_min_samples_before_judging() {
         "not judged: 49 of the 50 samples needed for cart GET /cart on weekdays 09:00-10:00 \
          Asia/Taipei; 5000 ms was not compared"
     );
+    assert_eq!(r.body["baselineSource"], json!(null));
+    assert_eq!(r.body["bucketSampleCount"], 49);
 
     let r = app.check(&body(&enough, 5000.0)).await;
     assert_eq!(r.body["status"], "ANOMALY");

@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod keys;
 mod openapi;
+mod overrides;
 mod secrets;
 mod service;
 mod threshold;

@@ -37,8 +37,9 @@ fn request(service: &str, endpoint: &str, duration: &str) -> Value {
     serde_json::from_str(&text).expect("a valid request")
 }
 
-/// The case from the issue: p95 189.96914999999998 gives the threshold 379.93829999999997,
-/// which the default parser reads as the next double up and judged an anomaly by 5.7e-14.
+/// The case from issue 12: p95 189.96914999999998 gives 379.93829999999997, which the default
+/// parser read as the next double up and judged an anomaly by 5.7e-14. Thresholds are now
+/// judged and reported at microsecond precision (issue 14): 379.938.
 #[tokio::test]
 async fn a_duration_equal_to_the_threshold_is_normal() {
     let c = config(&shared_redis_url(), "threshold-bit");
@@ -50,14 +51,10 @@ async fn a_duration_equal_to_the_threshold_is_normal() {
     .await;
     let app = App::new(&c);
     let r = app
-        .check(&request(
-            "checkout",
-            "POST /api/checkout",
-            "379.93829999999997",
-        ))
+        .check(&request("checkout", "POST /api/checkout", "379.938"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(raw_number(&r.text, "threshold"), "379.93829999999997");
+    assert_eq!(raw_number(&r.text, "threshold"), "379.938");
     assert_eq!(r.body["status"], "NORMAL", "{}", r.text);
     assert_eq!(r.body["excessMs"], 0.0, "{}", r.text);
 }

@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod chaos;
+mod fallback;
 mod keys;
 mod names;
 mod partition;

@@ -78,6 +78,28 @@ fn bad_checker_values_name_their_key() {
         ),
         ("checker: { cache: { size: 3 } }", "size"),
         ("checker: { listen: nowhere }", "listen"),
+        // Issue 14's settings, read by every service.
+        (
+            "overrides: [{ service: \"a[\", factor: 2 }]",
+            "overrides[0].service",
+        ),
+        (
+            "overrides: [{ service: \"a\" }, { endpoint: \"GET /x\", factor: -1 }]",
+            "overrides[1].factor",
+        ),
+        ("overrides: [{ factor: 3 }]", "overrides[0]"),
+        ("overrides: [{ service: a, kk: 3 }]", "kk"),
+        ("stats: { min_threshold_ms: -1 }", "stats.min_threshold_ms"),
+        ("stats: { nearby_hours: 12 }", "stats.nearby_hours"),
+        (
+            "stats: { fallback: [{ level: exact, min_samples: 5 }] }",
+            "stats.fallback[0].level",
+        ),
+        (
+            "stats: { fallback: [{ level: all, min_samples: 5 }, { level: all, min_samples: 9 }] }",
+            "stats.fallback[1].level",
+        ),
+        ("stats: { fallback: [{ level: hourly, min_samples: 5 }] }", "hourly"),
     ];
     for (yaml, key) in cases {
         figment::Jail::expect_with(|jail| {

@@ -354,6 +354,19 @@ from configmap.yaml.
 {{- if gt (int .Values.config.stats.min_samples) (int .Values.config.stats.window_size) }}
 {{- fail "latency-anomaly: config.stats.min_samples must not exceed config.stats.window_size" }}
 {{- end }}
+{{- /* The binaries refuse these too, but only once the pods start. */}}
+{{- $levels := list }}
+{{- range $i, $step := .Values.config.stats.fallback }}
+{{- if has $step.level $levels }}
+{{- fail (printf "latency-anomaly: config.stats.fallback[%d].level: %s is listed twice" $i $step.level) }}
+{{- end }}
+{{- $levels = append $levels $step.level }}
+{{- end }}
+{{- range $i, $o := .Values.config.overrides }}
+{{- if and (hasKey $o "min_samples") (gt (int $o.min_samples) (int $.Values.config.stats.window_size)) }}
+{{- fail (printf "latency-anomaly: config.overrides[%d].min_samples must not exceed config.stats.window_size" $i) }}
+{{- end }}
+{{- end }}
 {{- range $component := list "checker" "ingester" "recomputer" }}
 {{- $a := (index $.Values $component).autoscaling }}
 {{- if $a.enabled }}

@@ -7,8 +7,9 @@
 #     value outside a Secret, the PrometheusRule through promtool;
 #   - the real checker, ingester and recomputer (debug build) started with each rendered config
 #     file, env and token files, and with deploy/config.yaml, against a local redis-server: they
-#     must become ready, answer their API (401 without a token where auth is on), poll a
-#     stand-in Tempo with the configured credentials and tenant, and turn unready without Redis;
+#     must become ready, answer their API (401 without a token where auth is on; the checker
+#     with the configured rule and the first override that matches), poll a stand-in Tempo with
+#     the configured credentials and tenant, and turn unready without Redis;
 #   - the ingester's OTLP ports agree between config, container, Service and NetworkPolicy; the
 #     ingester takes an OTLP/JSON export (401 without its token, 503 without Redis) and answers
 #     HTTP/2 on its OTLP/gRPC port;
@@ -287,6 +288,51 @@ def speaks_http2(port):
         return False
 
 
+def glob_re(pattern):
+    """A globset pattern (the overrides' syntax) as a regex on the whole name: `*` also crosses
+    `/`, `?`, `[...]` (`[!...]` negated), `{a,b}`, backslash escapes."""
+    out, i, depth = "", 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out += ".*"
+        elif c == "?":
+            out += "."
+        elif c == "[":
+            j = pattern.index("]", i + 2 if pattern[i + 1:i + 2] in ("!", "^") else i + 1)
+            body = pattern[i + 1:j]
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+            i = j
+        elif c == "{":
+            out, depth = out + "(?:", depth + 1
+        elif c == "," and depth:
+            out += "|"
+        elif c == "}" and depth:
+            out, depth = out + ")", depth - 1
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out += re.escape(pattern[i])
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(out, re.S)
+
+
+def rule_applied(cfg, answer, check):
+    """The check answer carries the rule as configured for its key: the first entry of
+    `overrides` whose globs match (named in `override`) over `stats`."""
+    stats, service, endpoint = cfg.get("stats", {}), check["rootServiceName"], check["rootTraceName"]
+    want = {"factor": stats.get("factor", 2.0), "k": stats.get("k", 10.0), "minSamples": stats.get("min_samples", 50),
+            "minThresholdMs": stats.get("min_threshold_ms", 0), "override": None}
+    for i, o in enumerate(cfg.get("overrides") or []):
+        if all(glob_re(o[f]).fullmatch(name) for f, name in (("service", service), ("endpoint", endpoint)) if f in o):
+            want.update({k: o[f] for k, f in (("factor", "factor"), ("k", "k"), ("minSamples", "min_samples"),
+                                               ("minThresholdMs", "min_threshold_ms")) if f in o})
+            want["override"] = {"index": i, "service": o.get("service"), "endpoint": o.get("endpoint")}
+            break
+    return [f"the check answer's {k} is {answer.get(k)!r}, the config says {v!r}" for k, v in want.items() if answer.get(k) != v]
+
+
 def wait_for(what, deadline, proc=None):
     while time.time() < deadline and (proc is None or proc.poll() is None):
         if what():
@@ -301,7 +347,8 @@ def run(source, bindir, families_out):
     Only the Redis and Tempo URLs, the Redis TLS files and the listen address are moved to this
     machine, through ANOMALY_* env as the contract allows (a TLS Redis with certificates made
     here when the pods mount TLS files). Each must answer the probes and its API (401 without its
-    token where auth is on); the ingester must poll Tempo with the configured credentials and,
+    token where auth is on; the checker's answer with the rule and override the config gives its
+    key); the ingester must poll Tempo with the configured credentials and,
     where the config has ingester.otlp, take an OTLP/JSON export on /v1/traces (401 without its
     token, 503 without Redis) and answer HTTP/2 on its OTLP/gRPC port (moved to a free one).
     Appends the metric names the binaries expose to families_out."""
@@ -351,7 +398,7 @@ def run(source, bindir, families_out):
     bodies = {"checker": {"rootServiceName": "svc", "rootTraceName": "GET /x", "startTimeUnixNano": now_ns, "durationMs": 5},
               "ingester": {"traces": [{"traceID": "c0ffee", "rootServiceName": "svc", "rootTraceName": "GET /x",
                                        "startTimeUnixNano": now_ns, "durationMs": 5}]}}
-    procs, problems = {}, {c: [] for c in COMPONENTS}
+    procs, problems, applied = {}, {c: [] for c in COMPONENTS}, None
     try:
         for comp in COMPONENTS:
             spec, port, env = pods[comp], free_port(), dict(envs[comp])
@@ -384,6 +431,9 @@ def run(source, bindir, families_out):
                 status, body = call(base + API[comp], bodies[comp], token)
                 if status != 200:
                     problems[comp].append(f"{API[comp]} answered {status}: {body}")
+                elif comp == "checker":
+                    problems[comp] += rule_applied(cfg, json.loads(body), bodies[comp])
+                    applied = json.loads(body).get("override")
             if comp == "ingester" and "otlp" in cfg["ingester"] and not problems[comp]:
                 export = otlp_export("4bf92f3577b34da6a3ce929d0e0e4736", now_ns)
                 if token and call(base + "/v1/traces", export)[0] != 401:
@@ -444,6 +494,7 @@ def run(source, bindir, families_out):
             else:
                 env = procs[comp][3]
                 print(f"{comp}: ready, " + ("its API needs a token, " if procs[comp][2] else "")
+                      + (f"judges svc GET /x with overrides[{applied['index']}], " if comp == "checker" and applied else "")
                       + ("polls Tempo, " if "ANOMALY_INGESTER__TEMPO__URL" in env else "")
                       + ("takes OTLP/HTTP, " if comp == "ingester" and "otlp" in cfg["ingester"] else "")
                       + ("OTLP/gRPC answers HTTP/2, " if "ANOMALY_INGESTER__OTLP__GRPC_LISTEN" in env else "")
@@ -577,6 +628,16 @@ step "refuses two ingester Service ports alike" refused "otlpHttpPort and otlpGr
   --set ingester.service.otlpHttpPort=4317
 step "schema refuses grpc_listen in config (the chart sets it)" refused "grpc_listen" \
   --set config.ingester.otlp.grpc_listen=0.0.0.0:4317
+step "schema refuses an override with neither service nor endpoint" refused "config.overrides.0" \
+  --set-json 'config.overrides=[{"factor":3}]'
+step "schema refuses an override's factor of 0" refused "config.overrides.0.factor" \
+  --set-json 'config.overrides=[{"service":"checkout","factor":0}]'
+step "schema refuses an unknown fallback level" refused "config.stats.fallback.0.level" \
+  --set-json 'config.stats.fallback=[{"level":"hourly","min_samples":50}]'
+step "refuses a fallback level listed twice" refused "config.stats.fallback\[1\].level: all is listed twice" \
+  --set-json 'config.stats.fallback=[{"level":"all","min_samples":50},{"level":"all","min_samples":100}]'
+step "refuses an override's min_samples over the window" refused "config.overrides\[0\].min_samples" \
+  --set-json 'config.overrides=[{"endpoint":"GET /*","min_samples":1001}]'
 
 render() {
   local out="$1"

@@ -256,25 +256,11 @@ fn range(filter: &EndpointFilter<'_>) -> Option<(Bound, Bound)> {
     }
 }
 
-// anomaly-core has a type for a whole key only, so the member of an endpoint is derived from a
-// key body and read back through one; the escaping is then exactly the bodies' own.
-
-/// The member of a key's endpoint: its body without `|hour|dayType` (neither has a `|`).
-fn member_of(key: &BaselineKey) -> String {
-    let mut body = key.encode();
-    for _ in 0..2 {
-        if let Some(bar) = body.rfind('|') {
-            body.truncate(bar);
-        }
-    }
-    body
-}
-
 /// The member of (service, endpoint); `None` for a name no key can hold.
 fn member(service: &str, endpoint: &str) -> Option<String> {
     let any = NameRules::new(NameRules::MAX_BYTES_LIMIT).ok()?;
     let key = BaselineKey::with_rules(service, endpoint, 0, DayType::Weekday, any).ok()?;
-    Some(member_of(&key))
+    Some(key.endpoint_body())
 }
 
 /// The encoded service and its `|`: every member of the service starts with it.
@@ -284,15 +270,23 @@ fn service_prefix(service: &str) -> Option<String> {
     Some(m)
 }
 
-/// The key of one bucket of a member's endpoint; `None` when the member is not an encoded
-/// `service|endpoint` (not written by this crate).
-fn bucket_key(member: &str, hour: usize, day_type: DayType) -> Option<BaselineKey> {
-    BaselineKey::decode(&format!("{member}|{hour}|{day_type}")).ok()
+/// A key of a member's endpoint (its other buckets are [`BaselineKey::at`]); `None` when the
+/// member is not an encoded `service|endpoint` (not written by this crate). A member is read
+/// back as a key body, so that it is held to exactly the bodies' encoding.
+fn endpoint_key(member: &str) -> Option<BaselineKey> {
+    BaselineKey::decode(&format!("{member}|0|{}", DayType::Weekday)).ok()
+}
+
+/// The keys of an endpoint's buckets of `day_types`, hour by hour.
+fn buckets(key: &BaselineKey, day_types: &[DayType]) -> impl Iterator<Item = BaselineKey> {
+    day_types
+        .iter()
+        .flat_map(move |&d| (0..24).map(move |hour| key.at(hour, d)))
 }
 
 /// The service and endpoint of a member, decoded.
 fn names(member: &str) -> Option<(String, String)> {
-    let key = bucket_key(member, 0, DayType::Weekday)?;
+    let key = endpoint_key(member)?;
     Some((key.service().to_owned(), key.endpoint().to_owned()))
 }
 
@@ -311,7 +305,7 @@ impl Store {
         &self,
         keys: impl IntoIterator<Item = &'a BaselineKey>,
     ) -> Result<(), StoreError> {
-        let members: BTreeSet<String> = keys.into_iter().map(member_of).collect();
+        let members: BTreeSet<String> = keys.into_iter().map(|k| k.endpoint_body()).collect();
         if members.is_empty() {
             return Ok(());
         }
@@ -375,25 +369,18 @@ impl Store {
         let mut listed = Vec::new();
         let mut windows = Vec::new();
         for m in &members {
-            let Some((service, endpoint)) = names(m) else {
+            let Some(key) = endpoint_key(m) else {
                 tracing::debug!(
                     member = m,
                     "skipped a keyEndpoints member that does not decode"
                 );
                 continue;
             };
-            if filter.endpoint.is_some_and(|e| e != endpoint) {
+            if filter.endpoint.is_some_and(|e| e != key.endpoint()) {
                 continue;
             }
-            for &day_type in day_types {
-                for hour in 0..HOURS {
-                    let key = bucket_key(m, hour, day_type).ok_or_else(|| {
-                        StoreError::bad_data(&index, format!("member {m:?} has no hour {hour}"))
-                    })?;
-                    windows.push(self.keys.dur(&key.encode()));
-                }
-            }
-            listed.push((service, endpoint));
+            windows.extend(buckets(&key, day_types).map(|b| self.keys.dur(&b.encode())));
+            listed.push((key.service().to_owned(), key.endpoint().to_owned()));
         }
         if listed.is_empty() {
             return Ok(Page {
@@ -510,11 +497,11 @@ impl Store {
         let mut inv = PRUNE.prepare_invoke();
         inv.key(&index);
         for m in &members {
-            let windows: Vec<String> = DAY_TYPES
+            // A member that does not decode has no windows: it is removed.
+            let windows: Vec<String> = endpoint_key(m)
                 .iter()
-                .flat_map(|&d| (0..HOURS).map(move |h| (h, d)))
-                .map_while(|(h, d)| bucket_key(m, h, d))
-                .map(|key| self.keys.dur(&key.encode()))
+                .flat_map(|key| buckets(key, &DAY_TYPES))
+                .map(|b| self.keys.dur(&b.encode()))
                 .collect();
             inv.arg(m).arg(windows.len());
             for name in windows {
@@ -547,7 +534,7 @@ mod tests {
             ("日本", "ünï 🎉", "日本|ünï 🎉"),
         ];
         for (service, endpoint, want) in cases {
-            assert_eq!(member_of(&key(service, endpoint)), want);
+            assert_eq!(key(service, endpoint).endpoint_body(), want);
             assert_eq!(member(service, endpoint).as_deref(), Some(want));
             assert_eq!(names(want), Some((service.to_owned(), endpoint.to_owned())));
             let prefix = service_prefix(service).unwrap();

@@ -30,19 +30,9 @@ impl DirtyBatch {
     }
 }
 
-/// The fields of `base:{B}` a check reads: the exact baseline, its quantiles (`q`), and the
-/// fallback levels the recomputer keeps in a thin bucket's hash (see `recompute`).
-const FIELDS: [&str; 9] = [
-    "p50",
-    "p95",
-    "mad",
-    "sampleCount",
-    "updatedAt",
-    "q",
-    "fb:nearby",
-    "fb:dayType",
-    "fb:all",
-];
+/// The fields of `base:{B}` a check reads: the exact baseline and its quantiles (`q`). The
+/// fallback levels come from the endpoint's `fb:` hash in the same pipeline.
+const FIELDS: [&str; 6] = ["p50", "p95", "mad", "sampleCount", "updatedAt", "q"];
 
 impl Store {
     /// Puts keys back into `dirtyKeys` (after a failed recompute, so none is forgotten).

@@ -3,7 +3,7 @@
 
 use anomaly_core::key::parse_hour;
 use anomaly_core::time::hour_range;
-use anomaly_core::{BaselineKey, DayType, DurationMs, NameField, Verdict};
+use anomaly_core::{BaselineKey, Baselines, DayType, DurationMs, NameField, Verdict};
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
 use anomaly_runtime::http::ApiQuery;
 use axum::Json;
@@ -117,10 +117,13 @@ pub(crate) async fn get_baseline(
             ),
         ));
     };
-    // The rule is decided in one place: evaluating any duration yields the threshold.
-    let threshold = DurationMs::new(0.0)
-        .ok()
-        .and_then(|zero| Verdict::evaluate(zero, Some(&baseline), &state.stats).threshold());
+    // The rule is decided in one place: evaluating any duration yields the threshold, with
+    // the override a check of this key would apply.
+    let over = state.overrides.find(key.service(), key.endpoint());
+    let rule = state.stats.rule(over.map(|a| a.over));
+    let threshold = DurationMs::new(0.0).ok().and_then(|zero| {
+        Verdict::judge(zero, &Baselines::exact(Some(baseline)), &rule, &[]).threshold()
+    });
     let (from, to) = hour_range(key.hour());
     Ok(Json(BaselineResponse {
         bucket: BucketRange {

@@ -99,7 +99,10 @@ fn bad_checker_values_name_their_key() {
             "stats: { fallback: [{ level: all, min_samples: 5 }, { level: all, min_samples: 9 }] }",
             "stats.fallback[1].level",
         ),
-        ("stats: { fallback: [{ level: hourly, min_samples: 5 }] }", "hourly"),
+        (
+            "stats: { fallback: [{ level: hourly, min_samples: 5 }] }",
+            "hourly",
+        ),
     ];
     for (yaml, key) in cases {
         figment::Jail::expect_with(|jail| {

@@ -45,6 +45,9 @@ pub(crate) enum Source {
     This,
     /// The children this process ran and waited for during the interval (wrk).
     Children,
+    /// Every process on the machine (`/proc/stat`: all but idle and iowait), so that CPU taken
+    /// by anything outside the measurement shows.
+    Machine,
 }
 
 /// CPU time of some named processes, sampled at the start of an interval.
@@ -87,7 +90,27 @@ fn read(source: &Source) -> anyhow::Result<u64> {
         Source::Process(pid) => ticks(&pid.to_string())?.0,
         Source::This => ticks("self")?.0,
         Source::Children => ticks("self")?.1,
+        Source::Machine => machine_ticks()?,
     })
+}
+
+/// Busy clock ticks of all CPUs since boot: the first line of `/proc/stat` without its idle
+/// and iowait columns (and without guest time, which user time already includes).
+fn machine_ticks() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    Ok([0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| cpu.get(i).copied().unwrap_or(0))
+        .sum())
 }
 
 /// CPU shares of one core, by process name.
@@ -121,8 +144,12 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let meter = Meter::start(vec![("self", Source::This), ("kids", Source::Children)])
-            .expect("read /proc/self/stat");
+        let meter = Meter::start(vec![
+            ("self", Source::This),
+            ("kids", Source::Children),
+            ("all", Source::Machine),
+        ])
+        .expect("read /proc/self/stat and /proc/stat");
         // Burn a little CPU so the share is positive but at most one core.
         let until = Instant::now() + Duration::from_millis(200);
         let mut x = 0u64;
@@ -134,6 +161,11 @@ mod tests {
         let own = usage.0[0].1;
         assert!(own > 0.3 && own < 1.5, "{own}");
         assert_eq!(usage.0[1].1, 0.0);
+        let all = usage.0[2].1;
+        assert!(
+            all >= own * 0.9,
+            "the machine {all} includes this process {own}"
+        );
         assert!(usage.to_string().starts_with("self "), "{usage}");
     }
 }

@@ -493,6 +493,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             Source::Process(cpu::redis_pid(server.addr())?),
         ),
         ("wrk", Source::Children),
+        ("all processes", Source::Machine),
     ])?;
     let result = wrk(load, &ingester.base, Some(&script_file), "ingest").await?;
     let push_cpu = meter.stop()?;
@@ -568,7 +569,10 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             Some(otlp.roots_per_sec >= 0.8 * traces_per_sec),
         ),
         Row::new(
-            "CPU during ingest, share of one core (2 cores in all)",
+            format!(
+                "CPU during ingest, % of one core (the machine: {}%; all processes includes any outside the benchmark)",
+                100 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
             format!("push API: {push_cpu}; OTLP: {}", otlp.cpu),
             "which process is the bottleneck",
             None,

@@ -251,6 +251,7 @@ pub(crate) async fn ingest(
             Source::Process(cpu::redis_pid(server.addr())?),
         ),
         ("load generator", Source::This),
+        ("all processes", Source::Machine),
     ])?;
     let started = Instant::now();
     let deadline = started + setup.load.duration;

@@ -35,6 +35,12 @@ impl Keys {
         format!("{}fb:{{{endpoint_body}}}", self.prefix)
     }
 
+    /// `fbPending`: endpoints whose fallback levels were not due when their samples arrived
+    /// (ZSET, a key body of the endpoint scored with the time it is due, unix ms).
+    pub fn fallback_pending(&self) -> String {
+        format!("{}fbPending", self.prefix)
+    }
+
     /// `fbLease:{service|endpoint}`: held by the recomputer that last computed the endpoint's
     /// fallback levels, for `recomputer.fallback_refresh` (see `recompute`).
     pub fn fallback_lease(&self, endpoint_body: &str) -> String {
@@ -127,6 +133,7 @@ mod tests {
                 keys.fallback_lease(&k.endpoint_body()),
                 "prod:fbLease:{checkout|POST /pay}",
             ),
+            (keys.fallback_pending(), "prod:fbPending"),
             (keys.key_index(), "prod:keyIndex"),
             (keys.key_endpoints(), "prod:keyEndpoints"),
             (

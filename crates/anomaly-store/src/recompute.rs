@@ -125,6 +125,11 @@ return 1
     )
 });
 
+/// The member of `fbPending` that stands for `key`'s endpoint.
+fn pending_member(key: &BaselineKey) -> String {
+    key.at(0, DayType::Weekday).encode()
+}
+
 /// The field of an endpoint's `fb:` hash that holds `level` for the bucket (`hour`,
 /// `day_type`): `nearby:<dayType>:<hour>`, `dayType:<dayType>` or `all`.
 pub fn fallback_field(level: Level, day_type: DayType, hour: u8) -> String {
@@ -345,6 +350,81 @@ impl Store {
             })
             .await?;
         Ok(taken.is_some())
+    }
+
+    /// Remembers the endpoints of `keys` whose levels were not due, to refresh them at `due_ms`
+    /// (unix ms) even if no sample arrives meanwhile; an endpoint already waiting keeps its time.
+    /// An endpoint is one member however many of its keys are given (its 00:00 weekday key).
+    pub async fn defer_fallbacks(
+        &self,
+        keys: &[BaselineKey],
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pending = self.keys.fallback_pending();
+        self.run("defer_fallbacks", async |conn| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&pending).arg("NX");
+            for key in keys {
+                cmd.arg(due_ms).arg(pending_member(key));
+            }
+            let _: i64 = cmd.query_async(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Up to `limit` endpoints whose deferred levels are due at `now_ms` (one key of each).
+    pub async fn due_fallbacks(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<BaselineKey>, StoreError> {
+        let pending = self.keys.fallback_pending();
+        let bodies: Vec<String> = self
+            .run("due_fallbacks", async |conn| {
+                Ok(redis::cmd("ZRANGE")
+                    .arg(&pending)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(conn)
+                    .await?)
+            })
+            .await?;
+        Ok(DirtyBatch::decode(bodies).keys)
+    }
+
+    /// Forgets deferred endpoints whose levels were refreshed.
+    pub async fn fallbacks_done(&self, keys: &[BaselineKey]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pending = self.keys.fallback_pending();
+        self.run("fallbacks_done", async |conn| {
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(&pending);
+            for key in keys {
+                cmd.arg(pending_member(key));
+            }
+            let _: i64 = cmd.query_async(conn).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Endpoints waiting for their deferred levels (ZCARD `fbPending`).
+    pub async fn fallback_backlog(&self) -> Result<u64, StoreError> {
+        let pending = self.keys.fallback_pending();
+        self.run("fallback_backlog", async |conn| {
+            Ok(redis::cmd("ZCARD").arg(&pending).query_async(conn).await?)
+        })
+        .await
     }
 
     /// Replaces an endpoint's fallback levels, computed at `at_ms` from windows read before it;

@@ -9,9 +9,10 @@
 //! They are real percentiles and MAD of the samples of the union (never averages of
 //! percentiles). Computing them reads all 48 windows of the endpoint, so it is done at most
 //! once per `recomputer.fallback_refresh` per endpoint (a lease in Redis, shared by all
-//! recomputers). An endpoint whose levels are not due yet has one of its keys put back into the
-//! dirty set, so the samples that arrived meanwhile reach its levels once the lease expires,
-//! even if no other sample ever comes.
+//! recomputers). An endpoint whose levels are not due yet waits in `fbPending` until its
+//! period is over, and every drain refreshes the endpoints that are due there: the samples
+//! that arrived meanwhile reach its levels even if no other sample ever comes, and the dirty
+//! set keeps meaning "baselines to recompute".
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,8 +30,16 @@ pub struct FallbackOutcome {
     pub endpoints: u64,
     /// Thin buckets of those endpoints (each with its `nearby` level, when it has samples).
     pub buckets: u64,
-    /// Endpoints not due yet (put back in the dirty set after the drain).
+    /// Endpoints not due yet (left in `fbPending` for when they are).
     pub deferred: u64,
+}
+
+impl std::ops::AddAssign for FallbackOutcome {
+    fn add_assign(&mut self, o: FallbackOutcome) {
+        self.endpoints += o.endpoints;
+        self.buckets += o.buckets;
+        self.deferred += o.deferred;
+    }
 }
 
 /// Computes and writes fallback levels.
@@ -70,6 +79,7 @@ impl Levels {
             return Ok(outcome);
         }
         let mut seen = HashSet::new();
+        let mut done = Vec::new();
         for key in keys {
             if !seen.insert(key.endpoint_body()) {
                 continue;
@@ -81,12 +91,41 @@ impl Levels {
             {
                 outcome.buckets += self.compute(key, scratch).await?;
                 outcome.endpoints += 1;
+                done.push(key.clone());
             } else {
                 deferred.push(key.clone());
                 outcome.deferred += 1;
             }
         }
+        // Whatever waited for these endpoints is now in their levels.
+        self.store.fallbacks_done(&done).await?;
         Ok(outcome)
+    }
+
+    /// Refreshes up to 100 deferred endpoints whose period is over; one another recomputer
+    /// is refreshing right now stays pending for the next drain.
+    pub(crate) async fn refresh_due(
+        &self,
+        scratch: &mut StatsScratch,
+    ) -> Result<FallbackOutcome, StoreError> {
+        let mut outcome = FallbackOutcome::default();
+        if self.stats.fallback.is_empty() {
+            return Ok(outcome);
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let due = self.store.due_fallbacks(now_ms, 100).await?;
+        let mut deferred = Vec::new();
+        outcome += self.refresh(&due, scratch, &mut deferred).await?;
+        Ok(outcome)
+    }
+
+    /// Puts `deferred` endpoints in `fbPending`, due when their period is over.
+    pub(crate) async fn defer(&self, deferred: &[BaselineKey]) -> Result<(), StoreError> {
+        let refresh = i64::try_from(self.refresh.as_millis()).unwrap_or(i64::MAX);
+        let due = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_add(refresh);
+        self.store.defer_fallbacks(deferred, due).await
     }
 
     /// Reads the endpoint's 48 windows and replaces its levels: `dayType` and `all` once, and

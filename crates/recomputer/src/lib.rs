@@ -227,14 +227,16 @@ impl Recomputer {
             };
             outcome.invalid += lane.invalid;
             outcome.batches += lane.batches;
-            outcome.fallback.endpoints += lane.fallback.endpoints;
-            outcome.fallback.buckets += lane.fallback.buckets;
-            outcome.fallback.deferred += lane.fallback.deferred;
+            outcome.fallback += lane.fallback;
             outcome.budget_exhausted |= lane.budget_exhausted;
         }
-        // Endpoints whose fallback levels were not due: their samples reach the levels at a
-        // later drain, even if none arrives in the meantime.
-        self.store.mark_dirty(&deferred).await?;
+        // Endpoints whose fallback levels were not due wait for their period to end; those
+        // whose period has ended are refreshed now, new samples or not.
+        self.levels.defer(&deferred).await?;
+        outcome.fallback += self
+            .levels
+            .refresh_due(&mut StatsScratch::default())
+            .await?;
         Ok(outcome)
     }
 
@@ -271,9 +273,7 @@ impl Recomputer {
                 .await?;
             outcome += committed;
             outcome.batches += 1;
-            outcome.fallback.endpoints += levels.endpoints;
-            outcome.fallback.buckets += levels.buckets;
-            outcome.fallback.deferred += levels.deferred;
+            outcome.fallback += levels;
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use crate::tempo;
 
-const NANOS_PER_MINUTE: u64 = 60_000_000_000;
+pub(crate) const NANOS_PER_MINUTE: u64 = 60_000_000_000;
 
 /// One endpoint of the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,12 +272,12 @@ impl Generator {
     }
 }
 
-fn instant(unix_nano: u64) -> DateTime<Utc> {
+pub(crate) fn instant(unix_nano: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(i64::try_from(unix_nano).unwrap_or(i64::MAX))
 }
 
 /// Latency over the day: about 15 % above average mid-afternoon, below it at night.
-fn latency_wave(hour: u8) -> f64 {
+pub(crate) fn latency_wave(hour: u8) -> f64 {
     1.0 + 0.15 * phase(hour).sin()
 }
 
@@ -289,13 +289,13 @@ fn load_wave(hour: u8) -> f64 {
 }
 
 /// Zero at 09:00 and 21:00, peaking at 15:00.
-fn phase(hour: u8) -> f64 {
+pub(crate) fn phase(hour: u8) -> f64 {
     2.0 * std::f64::consts::PI * (f64::from(hour) - 9.0) / 24.0
 }
 
 /// A 64-bit mix of the three inputs (splitmix64's finaliser after each), so nearby seeds,
 /// endpoints and minutes get unrelated streams.
-fn mix(seed: u64, endpoint: u64, minute: u64) -> u64 {
+pub(crate) fn mix(seed: u64, endpoint: u64, minute: u64) -> u64 {
     let mut h = 0u64;
     for v in [seed, endpoint, minute] {
         h = h.wrapping_add(v).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -307,7 +307,7 @@ fn mix(seed: u64, endpoint: u64, minute: u64) -> u64 {
 }
 
 /// Box-Muller: one standard normal draw.
-fn standard_normal(rng: &mut StdRng) -> f64 {
+pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
     // 1 - u lies in (0, 1], so the logarithm is finite.
     let u1 = 1.0 - rng.random::<f64>();
     let u2 = rng.random::<f64>();
@@ -315,7 +315,7 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
 }
 
 /// A Poisson draw: Knuth's product method for small means, a rounded normal for large ones.
-fn poisson(rng: &mut StdRng, mean: f64) -> u64 {
+pub(crate) fn poisson(rng: &mut StdRng, mean: f64) -> u64 {
     if mean <= 0.0 {
         return 0;
     }

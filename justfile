@@ -49,7 +49,7 @@ soak minutes="10":
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer
 
-# Local demo: Redis, tracegen as Tempo with a week of history, the three services, three verdicts; Ctrl-C stops it.
+# Local demo: Redis, tracegen as Tempo with a week of history, the three services, four verdicts; Ctrl-C stops it.
 demo:
     @bash scripts/demo.sh run
 

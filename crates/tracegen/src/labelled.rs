@@ -88,7 +88,7 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A shop of six busy endpoints and four low-traffic ones.
+    /// A shop of six busy endpoints and a long tail of 34 low-traffic ones.
     ///
     /// - `checkout POST /api/checkout` is 3x slower from 14:00 to 15:00 (a settlement batch),
     ///   `search GET /api/search` 2x slower on weekends: patterns a baseline without hour
@@ -96,7 +96,10 @@ impl Scenario {
     /// - `payments POST /api/pay` has a long lognormal tail (sigma 0.5).
     /// - `catalog GET /api/products/{id}` is bimodal: 8 ms cache hits, 120 ms misses (30%).
     /// - `inventory GET /api/stock` answers in under a millisecond, where the MAD floor decides.
-    /// - Low traffic: 3 and 1 requests an hour, 6 and 1 a day.
+    /// - Low traffic: `admin` and `billing` endpoints with 3 and 1 requests an hour, 6 and 1 a
+    ///   day, and a `backoffice` service of 30 endpoints from 4 requests an hour to 3 a day,
+    ///   medians from 35 ms to 1.5 s: most endpoints of a real service are rare, and enough of
+    ///   them make the low-traffic figures more than a handful of requests.
     ///
     /// Load swings from 0.4x of average at 03:00 to 1.6x at 15:00, and is half on weekends.
     /// 0.2% of requests are slowed down 2x, 3x, 5x or 10x.
@@ -106,10 +109,10 @@ impl Scenario {
             "checkout",
             "POST /api/checkout",
             log_normal(180.0, 0.25),
-            90.0,
+            450.0,
         );
         checkout.slow_hour_factor = 3.0;
-        let mut search = Endpoint::new("search", "GET /api/search", log_normal(90.0, 0.3), 120.0);
+        let mut search = Endpoint::new("search", "GET /api/search", log_normal(90.0, 0.3), 600.0);
         search.weekend_factor = 2.0;
         let catalog = Endpoint::new(
             "catalog",
@@ -120,16 +123,16 @@ impl Scenario {
                 sigma: 0.3,
                 slow_share: 0.3,
             },
-            180.0,
+            900.0,
         );
         Scenario {
-            endpoints: vec![
+            endpoints: [
                 checkout,
-                Endpoint::new("checkout", "GET /api/cart", log_normal(40.0, 0.2), 120.0),
+                Endpoint::new("checkout", "GET /api/cart", log_normal(40.0, 0.2), 600.0),
                 search,
                 catalog,
-                Endpoint::new("payments", "POST /api/pay", log_normal(250.0, 0.5), 60.0),
-                Endpoint::new("inventory", "GET /api/stock", log_normal(0.8, 0.4), 120.0),
+                Endpoint::new("payments", "POST /api/pay", log_normal(250.0, 0.5), 300.0),
+                Endpoint::new("inventory", "GET /api/stock", log_normal(0.8, 0.4), 600.0),
                 Endpoint::new(
                     "admin",
                     "GET /api/reports/export",
@@ -154,7 +157,10 @@ impl Scenario {
                     log_normal(3000.0, 0.3),
                     1.0 / 24.0,
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain((0..30).map(backoffice))
+            .collect(),
             slow_hour: 14,
             load_amplitude: 0.6,
             weekend_load: 0.5,
@@ -185,6 +191,23 @@ impl Scenario {
         // exactly 0.5 up to rounding.
         (0..24).filter(|&h| phase(h).sin() >= 0.5 - 1e-9).collect()
     }
+}
+
+/// The `i`-th rare endpoint of the shop's `backoffice` service: rates, medians and spreads
+/// cycle through fixed lists, so every combination of a rate and a median occurs.
+fn backoffice(i: usize) -> Endpoint {
+    const PER_HOUR: [f64; 6] = [4.0, 2.0, 1.0, 0.5, 0.25, 0.125];
+    const MEDIAN_MS: [f64; 5] = [35.0, 120.0, 400.0, 1500.0, 60.0];
+    const SIGMA: [f64; 3] = [0.25, 0.35, 0.45];
+    Endpoint::new(
+        "backoffice",
+        &format!("GET /api/backoffice/task-{i:02}"),
+        Shape::LogNormal {
+            median_ms: MEDIAN_MS[i % MEDIAN_MS.len()],
+            sigma: SIGMA[i % SIGMA.len()],
+        },
+        PER_HOUR[i % PER_HOUR.len()],
+    )
 }
 
 /// One generated request with its label.
@@ -476,7 +499,7 @@ mod tests {
         let low: Vec<usize> = (0..s.endpoints.len())
             .filter(|&i| s.endpoints[i].low_traffic())
             .collect();
-        assert_eq!(low, vec![6, 7, 8, 9]);
+        assert_eq!(low, (6..40).collect::<Vec<_>>());
         let traces = generator(s, 9).traces_between(MONDAY, MONDAY + 3 * WEEK);
         let mut per_key: BTreeMap<(usize, u8, DayType), u32> = BTreeMap::new();
         for t in &traces {

@@ -11,6 +11,7 @@ mod cpu;
 mod http;
 mod micro;
 mod otlp;
+mod quality;
 mod recompute;
 mod service;
 mod soak;
@@ -49,6 +50,11 @@ enum Command {
     /// seconds; fails unless there are no errors, p99 stays bounded and memory stays flat
     /// (`just soak`; not part of `all`).
     Soak(SoakArgs),
+    /// Detection quality on labelled traffic through the three release binaries: false
+    /// positives, recall of 2x-10x slowdowns and insufficient data, exact buckets only against
+    /// the fallback chain and one global window per endpoint (`just quality`; not part of
+    /// `all`; `--write` rewrites the quality section).
+    Quality(QualityArgs),
     /// Everything above, in one table (`just bench`).
     All {
         #[command(flatten)]
@@ -146,6 +152,52 @@ impl SoakArgs {
             ingest_batch: self.ingest_batch.max(1),
             max_check_p99: std::time::Duration::from_millis(self.max_check_p99_ms),
             max_ingest_p99: std::time::Duration::from_millis(self.max_ingest_p99_ms),
+        })
+    }
+}
+
+#[derive(Debug, ClapArgs)]
+struct QualityArgs {
+    /// Seed of the generated traffic: the same seed and dates give the same requests.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The test period ends at local midnight (the calendar's time zone, Asia/Taipei) at the
+    /// start of this date, which must be in the past; the default keeps runs comparable.
+    #[arg(long, default_value = "2026-11-30")]
+    end: chrono::NaiveDate,
+    /// Days of the test period, checked but not ingested.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    test_days: u32,
+    /// Weeks of training history before it, ingested and recomputed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    train_weeks: u32,
+    /// Share of requests slowed down in the training history.
+    #[arg(long, default_value_t = 0.002)]
+    train_slowdown_rate: f64,
+    /// Share of requests slowed down in the test period (recall is counted on these).
+    #[arg(long, default_value_t = 0.1)]
+    test_slowdown_rate: f64,
+    /// Where the release binaries are (default: beside this one).
+    #[arg(long = "quality-bin-dir")]
+    bin_dir: Option<PathBuf>,
+}
+
+impl QualityArgs {
+    fn quality(&self) -> anyhow::Result<quality::Quality> {
+        for rate in [self.train_slowdown_rate, self.test_slowdown_rate] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "a slowdown rate is a share from 0 to 1, not {rate}"
+            );
+        }
+        Ok(quality::Quality {
+            bin_dir: bin_dir(self.bin_dir.as_ref())?,
+            seed: self.seed,
+            end: self.end,
+            test_days: self.test_days,
+            train_weeks: self.train_weeks,
+            train_slowdown_rate: self.train_slowdown_rate,
+            test_slowdown_rate: self.test_slowdown_rate,
         })
     }
 }
@@ -255,6 +307,23 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Command::Quality(q) = &args.command {
+        let report = runtime.block_on(quality::run(&q.quality()?))?;
+        let text = format!("{}\n{}", report.table, table(&report.rows));
+        println!("{text}");
+        if let Some(path) = &args.write {
+            let header = format!(
+                "seed {}, {} weeks of training and {} days of checks to {} 00:00 Asia/Taipei, {:.0} s",
+                q.seed,
+                q.train_weeks,
+                q.test_days,
+                q.end,
+                report.elapsed.as_secs_f64()
+            );
+            write_section(path, QUALITY, &command_line, &header, &text)?;
+        }
+        return Ok(());
+    }
     let soak_run = matches!(args.command, Command::Soak(_));
     if soak_run && args.write.is_some() {
         // The figures section holds the benchmark table; the soak's table goes beside it.
@@ -265,6 +334,7 @@ fn main() -> anyhow::Result<()> {
         Command::Http(h) => runtime.block_on(http::run(&h.setup()?))?,
         Command::Micro(m) => micro::rows(&m.criterion_dir)?,
         Command::Soak(s) => runtime.block_on(soak::run(&s.soak()?))?,
+        Command::Quality(_) => unreachable!("handled above"),
         Command::All {
             recompute,
             http,
@@ -279,7 +349,7 @@ fn main() -> anyhow::Result<()> {
     let table = table(&rows);
     println!("{table}");
     if let Some(path) = args.write {
-        write_figures(&path, &command_line, &table)?;
+        write_section(&path, FIGURES, &command_line, "", &table)?;
     }
     let missed: Vec<&str> = rows
         .iter()
@@ -292,19 +362,34 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-const START: &str = "<!-- figures:start -->";
-const END: &str = "<!-- figures:end -->";
+/// The markers around the benchmark figures, and around the quality figures.
+const FIGURES: (&str, &str) = ("<!-- figures:start -->", "<!-- figures:end -->");
+const QUALITY: (&str, &str) = ("<!-- quality:start -->", "<!-- quality:end -->");
 
-fn write_figures(path: &PathBuf, command_line: &str, table: &str) -> anyhow::Result<()> {
+/// Replaces the section between `markers` in `path` with `table`, under a line naming the
+/// date, the machine, the command and `details` (when not empty).
+fn write_section(
+    path: &PathBuf,
+    (start, end): (&str, &str),
+    command_line: &str,
+    details: &str,
+    table: &str,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
-    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
-        anyhow::bail!("{} has no {START} ... {END} section", path.display());
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        anyhow::bail!("{} has no {start} ... {end} section", path.display());
     };
     let machine = machine();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
-    let section =
-        format!("{START}\nMeasured {date} on {machine} with `{command_line}`:\n\n{table}{END}");
-    let updated = format!("{}{section}{}", &text[..a], &text[b + END.len()..]);
+    let details = if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({details})")
+    };
+    let section = format!(
+        "{start}\nMeasured {date} on {machine} with `{command_line}`{details}:\n\n{table}{end}"
+    );
+    let updated = format!("{}{section}{}", &text[..a], &text[b + end.len()..]);
     std::fs::write(path, updated)?;
     Ok(())
 }

@@ -308,6 +308,17 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     if let Command::Quality(q) = &args.command {
+        // A missing section should stop the run before it starts, not after.
+        if let Some(path) = &args.write {
+            let text = std::fs::read_to_string(path)?;
+            anyhow::ensure!(
+                text.contains(QUALITY.0) && text.contains(QUALITY.1),
+                "{} has no {} ... {} section",
+                path.display(),
+                QUALITY.0,
+                QUALITY.1
+            );
+        }
         let report = runtime.block_on(quality::run(&q.quality()?))?;
         let text = format!("{}\n{}", report.table, table(&report.rows));
         println!("{text}");

@@ -45,6 +45,11 @@ soak minutes="10":
     cargo build --release -p anomaly-bench -p checker -p ingester -p recomputer
     ./target/release/anomaly-bench soak --minutes {{minutes}}
 
+# Detection quality: 3 weeks of seeded, labelled traffic through the release ingester and recomputer, then a week of checks through two release checkers (fallback chain, exact only) beside one global window per endpoint; rewrites the quality section of BENCHMARKS.md. Under a minute.
+quality seed="1":
+    cargo build --release -p anomaly-bench -p checker -p ingester -p recomputer
+    ./target/release/anomaly-bench --write BENCHMARKS.md quality --seed {{seed}}
+
 # Build the release binaries.
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer

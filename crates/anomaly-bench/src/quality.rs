@@ -308,7 +308,7 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
         ..RedisConfig::default()
     })?;
 
-    // Training: pushed in start order, one request at a time, so each window keeps the
+    // Training: pushed in start order, one push request at a time, so each window keeps the
     // latest samples of its bucket, as live traffic would leave it.
     let push_started = Instant::now();
     {
@@ -436,6 +436,7 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
     ];
     let mut tallies = vec![vec![Tally::default(); METHODS.len()]; splits.len()];
     let mut sample_count_mismatches = 0u64;
+    let mut exact_disagreements = 0u64;
     // Where each method's false positives fall (endpoint, local hour), and which endpoints'
     // slowdowns by the largest factor each method misses (missed, injected).
     let largest = scenario.slowdown_factors.iter().copied().max().unwrap_or(0);
@@ -449,6 +450,9 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
         let expected = windows.get(&s).map_or(0, Vec::len) as u64;
         sample_count_mismatches += u64::from(chain.bucket_samples != expected)
             + u64::from(exact.bucket_samples != expected);
+        // A full bucket is judged on its own whatever the chain: both checkers agree on it.
+        exact_disagreements +=
+            u64::from(chain.source == Some(Level::Exact) && chain.status != exact.status);
         let statuses = [exact.status, chain.status, global_status];
         for (split, (_, applies)) in tallies.iter_mut().zip(&splits) {
             if applies(s) {
@@ -601,7 +605,7 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
         Row::new(
             "the run: requests; windows; time",
             format!(
-                "{} training requests pushed in {:.1} s, {} keys recomputed with levels in {:.1} s, windows in Redis equal to the harness's: {same_windows} of {}; {} test requests checked by each checker in {:.1} s (bucketSampleCount different from the harness's window: {sample_count_mismatches}); {:.0} s in all",
+                "{} training requests pushed in {:.1} s, {} keys recomputed with levels in {:.1} s, windows in Redis equal to the harness's: {same_windows} of {}; {} test requests checked by each checker in {:.1} s (bucketSampleCount different from the harness's window: {sample_count_mismatches}; exact-bucket verdicts that differ between the two checkers: {exact_disagreements}); {:.0} s in all",
                 training.len(),
                 push_time.as_secs_f64(),
                 keys.len(),
@@ -624,6 +628,10 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
             warnings.join("\n")
         );
     }
+    ensure!(
+        exact_disagreements == 0,
+        "{exact_disagreements} requests judged on their exact bucket got another verdict from the exact-only checker"
+    );
     ensure!(
         same_windows == keys.len() && sample_count_mismatches == 0,
         "the windows differ from the generated history ({same_windows} of {} equal, {sample_count_mismatches} answers with another bucket size); logs in {}",

@@ -14,7 +14,7 @@
 //! that arrived meanwhile reach its levels even if no other sample ever comes, and the dirty
 //! set keeps meaning "baselines to recompute".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anomaly_core::{
@@ -151,24 +151,38 @@ impl Levels {
         let min = u64::from(self.stats.rule(over.map(|a| a.over)).min_samples);
         let now_ms = chrono::Utc::now().timestamp_millis();
         let eps = self.stats.mad_epsilon_ms;
-        let mut level = |parts: Vec<&[f64]>, first: u8, last: u8| {
-            scratch
-                .summarize(parts, eps)
-                .map(|(stats, quantiles)| Fallback {
-                    summary: Summary {
+        // A level's statistics depend only on which windows have samples: in a sparse endpoint
+        // many thin buckets see the same ones (the nearby buckets of its only busy hour, or a
+        // day type and `all` when the other day type is empty). Each distinct set (a bit per
+        // window) is summarized once.
+        let mut memo: HashMap<u64, Option<Summary>> = HashMap::new();
+        let mut level = |indexes: &mut dyn Iterator<Item = usize>, first: u8, last: u8| {
+            let mask = indexes
+                .filter(|&i| !windows[i].is_empty())
+                .fold(0u64, |m, i| m | (1 << i));
+            let summary = memo.entry(mask).or_insert_with(|| {
+                let parts = (0..48)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| windows[i].as_slice());
+                scratch
+                    .summarize(parts, eps)
+                    .map(|(stats, quantiles)| Summary {
                         baseline: Baseline::from_stats(stats, now_ms),
                         quantiles: Some(quantiles),
-                    },
-                    first_hour: first,
-                    last_hour: last,
-                })
+                    })
+            });
+            summary.clone().map(|summary| Fallback {
+                summary,
+                first_hour: first,
+                last_hour: last,
+            })
         };
         let mut levels = Vec::new();
         let mut thin = 0;
-        let n = self.stats.nearby_hours;
+        let n = usize::from(self.stats.nearby_hours);
         for (d, &day_type) in DAY_TYPES.iter().enumerate() {
             if self.wants(Level::DayType)
-                && let Some(f) = level((0..24).map(|h| window(d, h)).collect(), 0, 23)
+                && let Some(f) = level(&mut (d * 24..d * 24 + 24), 0, 23)
             {
                 levels.push((fallback_field(Level::DayType, day_type, 0), f));
             }
@@ -178,15 +192,16 @@ impl Levels {
                 }
                 thin += 1;
                 if self.wants(Level::Nearby) {
-                    let parts = (0..=2 * n).map(|i| window(d, h + 24 - n + i)).collect();
-                    if let Some(f) = level(parts, (h + 24 - n) % 24, (h + n) % 24) {
+                    let hours = (0..=2 * n).map(|i| d * 24 + (usize::from(h) + 24 - n + i) % 24);
+                    let (first, last) = ((usize::from(h) + 24 - n) % 24, (usize::from(h) + n) % 24);
+                    if let Some(f) = level(&mut hours.into_iter(), first as u8, last as u8) {
                         levels.push((fallback_field(Level::Nearby, day_type, h), f));
                     }
                 }
             }
         }
         if self.wants(Level::All)
-            && let Some(f) = level(windows.iter().map(Vec::as_slice).collect(), 0, 23)
+            && let Some(f) = level(&mut (0..48), 0, 23)
         {
             levels.push((fallback_field(Level::All, DayType::Weekday, 0), f));
         }

@@ -324,32 +324,58 @@ impl Store {
         })
     }
 
-    /// Takes the right to compute `key`'s endpoint's fallback levels for `period` (SET NX PX):
-    /// one recomputer per endpoint per period. `false` when another took it within the period.
-    /// `force` takes it even so (`recomputer rebuild`).
-    pub async fn take_fallback_lease(
+    /// Takes the right to compute the fallback levels of each key's endpoint for `period`
+    /// (SET NX PX, one round trip): one recomputer per endpoint per period. `false` where
+    /// another took it within the period. `force` takes them even so (`recomputer rebuild`).
+    pub async fn take_fallback_leases(
         &self,
-        key: &BaselineKey,
+        keys: &[BaselineKey],
         worker: &str,
         period: Duration,
         force: bool,
-    ) -> Result<bool, StoreError> {
-        let lease = self.keys.fallback_lease(&key.endpoint_body());
-        let taken: Option<String> = self
-            .run("take_fallback_lease", async |conn| {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(&lease).arg(worker);
-                if !force {
-                    cmd.arg("NX");
+    ) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<String> = keys
+            .iter()
+            .map(|k| self.keys.fallback_lease(&k.endpoint_body()))
+            .collect();
+        let ms = period.as_millis().max(1) as u64;
+        let taken: Vec<Option<String>> = self
+            .run("take_fallback_leases", async |conn| {
+                let mut pipe = redis::pipe();
+                for lease in &leases {
+                    let cmd = pipe.cmd("SET").arg(lease).arg(worker);
+                    if !force {
+                        cmd.arg("NX");
+                    }
+                    cmd.arg("PX").arg(ms);
                 }
-                Ok(cmd
-                    .arg("PX")
-                    .arg(period.as_millis().max(1) as u64)
-                    .query_async(conn)
-                    .await?)
+                Ok(pipe.query_async(conn).await?)
             })
             .await?;
-        Ok(taken.is_some())
+        Ok(taken.into_iter().map(|t| t.is_some()).collect())
+    }
+
+    /// The number of samples in each key's window, pipelined (so that only windows with
+    /// samples are read).
+    pub async fn window_lengths(&self, keys: &[BaselineKey]) -> Result<Vec<u64>, StoreError> {
+        let mut lengths = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(4096) {
+            let names: Vec<String> = chunk.iter().map(|k| self.keys.dur(&k.encode())).collect();
+            let step: Vec<u64> = self
+                .run("window_lengths", async |conn| {
+                    let mut pipe = redis::pipe();
+                    for name in &names {
+                        pipe.cmd("LLEN").arg(name);
+                    }
+                    Ok(pipe.query_async(conn).await?)
+                })
+                .await?;
+            lengths.extend(step);
+        }
+        Ok(lengths)
     }
 
     /// Remembers the endpoints of `keys` whose levels were not due, to refresh them at `due_ms`
@@ -427,27 +453,43 @@ impl Store {
         .await
     }
 
-    /// Replaces an endpoint's fallback levels, computed at `at_ms` from windows read before it;
-    /// `false` when levels computed later are already there (they are kept).
+    /// Replaces endpoints' fallback levels, computed at `at_ms` from windows read before it, in
+    /// one round trip; returns how many were written (levels computed later are kept).
     pub async fn write_fallbacks(
         &self,
-        item: &FallbackLevels,
+        items: &[FallbackLevels],
         at_ms: i64,
         retention: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut inv = FALLBACKS.prepare_invoke();
-        inv.key(self.keys.fallback(&item.key.endpoint_body()))
-            .arg(at_ms)
-            .arg(retention.as_millis() as u64);
-        for (field, level) in &item.levels {
-            inv.arg(field).arg(level.encode());
+    ) -> Result<u64, StoreError> {
+        if items.is_empty() {
+            return Ok(0);
         }
-        let written: i64 = self
+        let invocations: Vec<_> = items
+            .iter()
+            .map(|item| {
+                let mut inv = FALLBACKS.prepare_invoke();
+                inv.key(self.keys.fallback(&item.key.endpoint_body()))
+                    .arg(at_ms)
+                    .arg(retention.as_millis() as u64);
+                for (field, level) in &item.levels {
+                    inv.arg(field).arg(level.encode());
+                }
+                inv
+            })
+            .collect();
+        let written: Vec<i64> = self
             .run("write_fallbacks", async |conn| {
-                Ok(inv.invoke_async(conn).await?)
+                // EVALSHA in a pipeline cannot fall back to EVAL: the script is loaded first,
+                // in the same round trip.
+                let mut pipe = redis::pipe();
+                pipe.load_script(&FALLBACKS).ignore();
+                for inv in &invocations {
+                    pipe.invoke_script(inv);
+                }
+                Ok(pipe.query_async(conn).await?)
             })
             .await?;
-        Ok(written == 1)
+        Ok(written.iter().filter(|&&w| w == 1).count() as u64)
     }
 
     /// Hands the in-flight keys of every worker whose heartbeat expired back to `dirtyKeys`;

@@ -79,26 +79,67 @@ impl Levels {
             return Ok(outcome);
         }
         let mut seen = HashSet::new();
-        let mut done = Vec::new();
-        for key in keys {
-            if !seen.insert(key.endpoint_body()) {
-                continue;
-            }
-            if self
-                .store
-                .take_fallback_lease(key, &self.worker, self.refresh, self.force)
-                .await?
-            {
-                outcome.buckets += self.compute(key, scratch).await?;
-                outcome.endpoints += 1;
-                done.push(key.clone());
-            } else {
-                deferred.push(key.clone());
-                outcome.deferred += 1;
-            }
+        let endpoints: Vec<BaselineKey> = keys
+            .iter()
+            .filter(|k| seen.insert(k.endpoint_body()))
+            .cloned()
+            .collect();
+        let leases = self
+            .store
+            .take_fallback_leases(&endpoints, &self.worker, self.refresh, self.force)
+            .await?;
+        let (won, lost): (Vec<_>, Vec<_>) =
+            endpoints.into_iter().zip(leases).partition(|(_, l)| *l);
+        for (key, _) in lost {
+            deferred.push(key);
+            outcome.deferred += 1;
         }
+        let won: Vec<BaselineKey> = won.into_iter().map(|(k, _)| k).collect();
+        // Every bucket of every endpoint, but only the windows with samples are read.
+        let all_keys: Vec<BaselineKey> = won
+            .iter()
+            .flat_map(|key| {
+                DAY_TYPES
+                    .iter()
+                    .flat_map(move |&d| (0..24).map(move |h| key.at(h, d)))
+            })
+            .collect();
+        let lengths = self.store.window_lengths(&all_keys).await?;
+        let present: Vec<BaselineKey> = all_keys
+            .iter()
+            .zip(&lengths)
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut read = self
+            .store
+            .read_windows_versioned(&present, self.stats.window_size)
+            .await?
+            .into_iter();
+        let mut windows: Vec<Vec<f64>> = lengths
+            .iter()
+            .map(|&n| {
+                if n > 0 {
+                    read.next().map(|w| w.samples).unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut items = Vec::with_capacity(won.len());
+        for key in &won {
+            let endpoint: Vec<Vec<f64>> = windows.drain(..48).collect();
+            let (item, thin) = self.compute(key, &endpoint, now_ms, scratch);
+            outcome.buckets += thin;
+            outcome.endpoints += 1;
+            items.push(item);
+        }
+        self.store
+            .write_fallbacks(&items, now_ms, self.retention)
+            .await?;
         // Whatever waited for these endpoints is now in their levels.
-        self.store.fallbacks_done(&done).await?;
+        self.store.fallbacks_done(&won).await?;
         Ok(outcome)
     }
 
@@ -128,28 +169,19 @@ impl Levels {
         self.store.defer_fallbacks(deferred, due).await
     }
 
-    /// Reads the endpoint's 48 windows and replaces its levels: `dayType` and `all` once, and
-    /// `nearby` for each thin bucket; returns how many thin buckets it has.
-    async fn compute(
+    /// The levels of one endpoint from its 48 windows (weekday hours 0-23, then weekend):
+    /// `dayType` and `all` once, and `nearby` for each thin bucket; with how many thin buckets
+    /// it has.
+    fn compute(
         &self,
         key: &BaselineKey,
+        windows: &[Vec<f64>],
+        now_ms: i64,
         scratch: &mut StatsScratch,
-    ) -> Result<u64, StoreError> {
-        let all_keys: Vec<BaselineKey> = DAY_TYPES
-            .iter()
-            .flat_map(|&d| (0..24).map(move |h| key.at(h, d)))
-            .collect();
-        let windows: Vec<Vec<f64>> = self
-            .store
-            .read_windows_versioned(&all_keys, self.stats.window_size)
-            .await?
-            .into_iter()
-            .map(|w| w.samples)
-            .collect();
+    ) -> (FallbackLevels, u64) {
         let window = |d: usize, h: u8| &windows[d * 24 + usize::from(h % 24)][..];
         let over = self.overrides.find(key.service(), key.endpoint());
         let min = u64::from(self.stats.rule(over.map(|a| a.over)).min_samples);
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let eps = self.stats.mad_epsilon_ms;
         // A level's statistics depend only on which windows have samples: in a sparse endpoint
         // many thin buckets see the same ones (the nearby buckets of its only busy hour, or a
@@ -209,10 +241,7 @@ impl Levels {
             key: key.clone(),
             levels,
         };
-        self.store
-            .write_fallbacks(&item, now_ms, self.retention)
-            .await?;
-        Ok(thin)
+        (item, thin)
     }
 }
 

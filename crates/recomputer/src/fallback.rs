@@ -104,7 +104,19 @@ impl Levels {
                     .flat_map(move |&d| (0..24).map(move |h| key.at(h, d)))
             })
             .collect();
-        let lengths = self.store.window_lengths(&all_keys).await?;
+        let mut lengths = self.store.window_lengths(&all_keys).await?;
+        // An endpoint without a thin bucket needs no level (every check of it is judged on its
+        // own bucket): its windows are not read, and its levels are cleared.
+        let mut needed = Vec::with_capacity(won.len());
+        for (key, lens) in won.iter().zip(lengths.chunks_mut(48)) {
+            let over = self.overrides.find(key.service(), key.endpoint());
+            let min = u64::from(self.stats.rule(over.map(|a| a.over)).min_samples);
+            let thin = lens.iter().any(|&n| n < min);
+            if !thin {
+                lens.fill(0);
+            }
+            needed.push(thin);
+        }
         let present: Vec<BaselineKey> = all_keys
             .iter()
             .zip(&lengths)
@@ -128,9 +140,17 @@ impl Levels {
             .collect();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut items = Vec::with_capacity(won.len());
-        for key in &won {
+        for (key, needed) in won.iter().zip(needed) {
             let endpoint: Vec<Vec<f64>> = windows.drain(..48).collect();
-            let (item, thin) = self.compute(key, &endpoint, now_ms, scratch);
+            let (item, thin) = if needed {
+                self.compute(key, &endpoint, now_ms, scratch)
+            } else {
+                let item = FallbackLevels {
+                    key: key.clone(),
+                    levels: Vec::new(),
+                };
+                (item, 0)
+            };
             outcome.buckets += thin;
             outcome.endpoints += 1;
             items.push(item);

@@ -1,6 +1,6 @@
 //! Fallback levels: for the thin buckets of an endpoint (fewer samples than the rule needs),
 //! the statistics and quantiles of the union of the windows of wider levels, written into the
-//! thin bucket's own hash so a check reads them with the exact baseline in one round trip.
+//! endpoint's `fb:` hash, which a check reads in the same round trip as the exact baseline.
 //!
 //! - `nearby`: the same day type within `stats.nearby_hours` hours either side;
 //! - `dayType`: every hour of the same day type;
@@ -66,8 +66,8 @@ impl Levels {
     }
 
     /// Refreshes the levels of the endpoints of `keys` that are due, and adds one key of each
-    /// endpoint not due yet to `deferred`, for the caller to put back in the dirty set once its
-    /// drain is over (within the drain it would only be claimed again at once).
+    /// endpoint not due yet to `deferred`, for the caller to put in `fbPending` once its drain
+    /// is over.
     pub(crate) async fn refresh(
         &self,
         keys: &[BaselineKey],
@@ -107,6 +107,7 @@ impl Levels {
         let mut lengths = self.store.window_lengths(&all_keys).await?;
         // An endpoint without a thin bucket needs no level (every check of it is judged on its
         // own bucket): its windows are not read, and its levels are cleared.
+        // The samples a bucket of each endpoint needs; `None` when none is thin.
         let mut needed = Vec::with_capacity(won.len());
         for (key, lens) in won.iter().zip(lengths.chunks_mut(48)) {
             let over = self.overrides.find(key.service(), key.endpoint());
@@ -115,7 +116,7 @@ impl Levels {
             if !thin {
                 lens.fill(0);
             }
-            needed.push(thin);
+            needed.push(thin.then_some(min));
         }
         let present: Vec<BaselineKey> = all_keys
             .iter()
@@ -128,7 +129,7 @@ impl Levels {
             .read_windows_versioned(&present, self.stats.window_size)
             .await?
             .into_iter();
-        let mut windows: Vec<Vec<f64>> = lengths
+        let windows: Vec<Vec<f64>> = lengths
             .iter()
             .map(|&n| {
                 if n > 0 {
@@ -140,10 +141,9 @@ impl Levels {
             .collect();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut items = Vec::with_capacity(won.len());
-        for (key, needed) in won.iter().zip(needed) {
-            let endpoint: Vec<Vec<f64>> = windows.drain(..48).collect();
-            let (item, thin) = if needed {
-                self.compute(key, &endpoint, now_ms, scratch)
+        for ((key, needed), endpoint) in won.iter().zip(needed).zip(windows.chunks(48)) {
+            let (item, thin) = if let Some(min) = needed {
+                self.compute(key, endpoint, min, now_ms, scratch)
             } else {
                 let item = FallbackLevels {
                     key: key.clone(),
@@ -190,18 +190,17 @@ impl Levels {
     }
 
     /// The levels of one endpoint from its 48 windows (weekday hours 0-23, then weekend):
-    /// `dayType` and `all` once, and `nearby` for each thin bucket; with how many thin buckets
-    /// it has.
+    /// `dayType` and `all` once, and `nearby` for each bucket with fewer than `min` samples;
+    /// with how many such thin buckets it has.
     fn compute(
         &self,
         key: &BaselineKey,
         windows: &[Vec<f64>],
+        min: u64,
         now_ms: i64,
         scratch: &mut StatsScratch,
     ) -> (FallbackLevels, u64) {
         let window = |d: usize, h: u8| &windows[d * 24 + usize::from(h % 24)][..];
-        let over = self.overrides.find(key.service(), key.endpoint());
-        let min = u64::from(self.stats.rule(over.map(|a| a.over)).min_samples);
         let eps = self.stats.mad_epsilon_ms;
         // A level's statistics depend only on which windows have samples: in a sparse endpoint
         // many thin buckets see the same ones (the nearby buckets of its only busy hour, or a
@@ -244,9 +243,10 @@ impl Levels {
                 }
                 thin += 1;
                 if self.wants(Level::Nearby) {
-                    let hours = (0..=2 * n).map(|i| d * 24 + (usize::from(h) + 24 - n + i) % 24);
+                    let mut hours =
+                        (0..=2 * n).map(|i| d * 24 + (usize::from(h) + 24 - n + i) % 24);
                     let (first, last) = ((usize::from(h) + 24 - n) % 24, (usize::from(h) + n) % 24);
-                    if let Some(f) = level(&mut hours.into_iter(), first as u8, last as u8) {
+                    if let Some(f) = level(&mut hours, first as u8, last as u8) {
                         levels.push((fallback_field(Level::Nearby, day_type, h), f));
                     }
                 }

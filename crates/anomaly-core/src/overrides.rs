@@ -37,6 +37,14 @@ struct Compiled {
     endpoint: Option<GlobMatcher>,
 }
 
+impl Compiled {
+    /// Both patterns match (an absent one matches everything).
+    fn matches(&self, service: &str, endpoint: &str) -> bool {
+        self.service.as_ref().is_none_or(|g| g.is_match(service))
+            && self.endpoint.as_ref().is_none_or(|g| g.is_match(endpoint))
+    }
+}
+
 /// The override that applies to a key: its position in the list and the entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Applied<'a> {
@@ -111,9 +119,7 @@ impl Overrides {
     /// The first entry matching `service` and `endpoint`, if any.
     pub fn find(&self, service: &str, endpoint: &str) -> Option<Applied<'_>> {
         self.entries.iter().enumerate().find_map(|(index, c)| {
-            let hit = c.service.as_ref().is_none_or(|g| g.is_match(service))
-                && c.endpoint.as_ref().is_none_or(|g| g.is_match(endpoint));
-            hit.then_some(Applied {
+            c.matches(service, endpoint).then_some(Applied {
                 index,
                 over: &c.over,
             })
@@ -122,10 +128,9 @@ impl Overrides {
 
     /// Whether entry `index` matches this pair (to report entries that match nothing).
     pub fn matches(&self, index: usize, service: &str, endpoint: &str) -> bool {
-        self.entries.get(index).is_some_and(|c| {
-            c.service.as_ref().is_none_or(|g| g.is_match(service))
-                && c.endpoint.as_ref().is_none_or(|g| g.is_match(endpoint))
-        })
+        self.entries
+            .get(index)
+            .is_some_and(|c| c.matches(service, endpoint))
     }
 
     /// The entries as configured.

@@ -472,9 +472,13 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
             hours: anomaly_core::rule::hours_between(first, last),
             day_types: day_types.into_iter().map(DayTypeBody::from).collect(),
             sample_count: verdict.baseline.map_or(0, |b| b.sample_count),
-            description: state
-                .bucketer
-                .describe_level(level, key.day_type(), first, last),
+            // The exact bucket's words are computed once, at start-up.
+            description: match level {
+                Level::Exact => description.to_owned(),
+                _ => state
+                    .bucketer
+                    .describe_level(level, key.day_type(), first, last),
+            },
         }
     });
     let override_text = applied.map(|a| {
@@ -509,7 +513,8 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
             description: description.to_owned(),
         },
         baseline: verdict.baseline.map(BaselineBody::from),
-        threshold: verdict.threshold().map(round3),
+        // Judged at 3 decimals already (see anomaly_core::rule).
+        threshold: verdict.threshold(),
         reason,
         duration_ms: round3(verdict.duration_ms),
         bound: j.map(|j| match j.bound {

@@ -120,14 +120,13 @@ pub async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: 
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let result = match receiver.admit(authorization) {
-        Ok(_permit) => match read(&receiver, &headers, body, encoding).await {
-            Ok(request) => receiver.export(Transport::Http, &request).await,
-            Err(e) => {
-                receiver.refused(Transport::Http, &e);
-                Err(e)
-            }
-        },
+    let admitted = async {
+        let permit = receiver.admit(authorization)?;
+        Ok((permit, read(&receiver, &headers, body, encoding).await?))
+    };
+    let result = match admitted.await {
+        // The permit is held until the answer is ready.
+        Ok((_permit, request)) => receiver.export(Transport::Http, &request).await,
         Err(e) => {
             receiver.refused(Transport::Http, &e);
             Err(e)

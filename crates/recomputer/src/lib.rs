@@ -150,6 +150,20 @@ impl AddAssign<CommitOutcome> for DrainOutcome {
     }
 }
 
+/// Adds another drain's (or lane's) counts; whether the budget ran out is the caller's to
+/// combine.
+impl AddAssign<&DrainOutcome> for DrainOutcome {
+    fn add_assign(&mut self, o: &DrainOutcome) {
+        self.recomputed += o.recomputed;
+        self.stale += o.stale;
+        self.cleared += o.cleared;
+        self.invalid += o.invalid;
+        self.recovered += o.recovered;
+        self.batches += o.batches;
+        self.fallback += o.fallback;
+    }
+}
+
 /// What one prune sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -220,14 +234,7 @@ impl Recomputer {
         for lane in futures::future::join_all(lanes).await {
             let (lane, later) = lane?;
             deferred.extend(later);
-            outcome += CommitOutcome {
-                written: lane.recomputed,
-                stale: lane.stale,
-                cleared: lane.cleared,
-            };
-            outcome.invalid += lane.invalid;
-            outcome.batches += lane.batches;
-            outcome.fallback += lane.fallback;
+            outcome += &lane;
             outcome.budget_exhausted |= lane.budget_exhausted;
         }
         // Endpoints whose fallback levels were not due wait for their period to end; those
@@ -346,12 +353,7 @@ impl Recomputer {
         let mut outcome = DrainOutcome::default();
         loop {
             let step = forced.drain_once().await?;
-            outcome.recomputed += step.recomputed;
-            outcome.stale += step.stale;
-            outcome.cleared += step.cleared;
-            outcome.invalid += step.invalid;
-            outcome.recovered += step.recovered;
-            outcome.batches += step.batches;
+            outcome += &step;
             let left = self.store.dirty_len().await?;
             progress(total.saturating_sub(left), total);
             if left == 0 && !step.budget_exhausted {

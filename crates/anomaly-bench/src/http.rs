@@ -230,6 +230,21 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Everything the check and ingest benchmarks need to run.
+/// The release ingester on `server`'s Redis (keys under `bench:`), OTLP/gRPC off: it is not
+/// measured, and its fixed default port could clash with another process.
+pub(crate) async fn start_ingester(
+    setup: &Setup,
+    server: &RedisServer,
+    log: PathBuf,
+) -> anyhow::Result<Service> {
+    let env = vec![
+        ("ANOMALY_REDIS__URL", server.url()),
+        ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
+        ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
+    ];
+    Service::start("ingester", &setup.bin_dir, &env, log, "warn", READY_WITHIN).await
+}
+
 pub(crate) struct Setup {
     pub(crate) bin_dir: PathBuf,
     pub(crate) keys: u32,
@@ -463,21 +478,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         ingest_script(setup.ingest_batch).replace("{keys}", keys_file.to_str().context("utf-8")?),
     )?;
 
-    let env = vec![
-        ("ANOMALY_REDIS__URL", server.url()),
-        ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
-        // Not measured here; its fixed default port could clash with another process.
-        ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
-    ];
-    let ingester = Service::start(
-        "ingester",
-        &setup.bin_dir,
-        &env,
-        work.join("ingester.log"),
-        "warn",
-        READY_WITHIN,
-    )
-    .await?;
+    let ingester = start_ingester(setup, &server, work.join("ingester.log")).await?;
     let rss_before = ingester.rss()?;
     eprintln!("wrk ingest");
     // Each request carries a whole batch: 8 connections keep 4000 traces in flight, enough to

@@ -22,8 +22,7 @@ use prost::Message as _;
 use tracegen::traffic::{GenTrace, Root};
 
 use crate::cpu::{self, Meter, Source, Usage};
-use crate::http::{READY_WITHIN, Setup, bench_store, count_keys, start_nanos, tempdir};
-use crate::service::Service;
+use crate::http::{Setup, bench_store, count_keys, start_ingester, start_nanos, tempdir};
 
 /// The first four bytes of every stamped trace ID: non-zero, so no ID is all zeros.
 const ID_TAG: [u8; 4] = *b"otlp";
@@ -216,21 +215,7 @@ pub(crate) async fn ingest(
 
     let server = RedisServer::start_ephemeral();
     let work = tempdir()?;
-    let env = vec![
-        ("ANOMALY_REDIS__URL", server.url()),
-        ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
-        // Only OTLP/HTTP is measured; no port of its own to find for gRPC.
-        ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
-    ];
-    let ingester = Service::start(
-        "ingester",
-        &setup.bin_dir,
-        &env,
-        work.join("ingester-otlp.log"),
-        "warn",
-        READY_WITHIN,
-    )
-    .await?;
+    let ingester = start_ingester(setup, &server, work.join("ingester-otlp.log")).await?;
     let url = format!("{}/v1/traces", ingester.base);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)

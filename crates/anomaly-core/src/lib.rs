@@ -4,21 +4,25 @@
 //! every function is a plain computation over its arguments ("now" is passed in). The services
 //! and the store build on it, so the rule is decided in exactly one place.
 
+pub mod analysis;
 pub mod config;
 pub mod duration;
 pub mod key;
 pub mod overrides;
 pub mod rule;
+pub mod spans;
 pub mod stats;
 pub mod summary;
 pub mod time;
 pub mod timestamp;
 pub mod trace_id;
 
+pub use analysis::{Culprit, Duplicate, Judged, MissingParent, Segment, SpanInput, Structure};
 pub use config::{ConfigError, FallbackStep, Level, RuleParams, StatsConfig, TimeConfig};
 pub use duration::{DurationError, DurationMs};
 pub use key::{BaselineKey, DayType, KeyError, NameField, NameRules};
 pub use overrides::{Override, Overrides};
+pub use spans::{IgnoreRules, SpanConfig, SpanKind, SpanRules};
 pub use rule::{
     Baseline, Baselines, Bound, Fallback, ReasonContext, Status, Summary, Verdict, round3,
 };

@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anomaly_core::{ConfigError, NameRules, Override, Overrides, StatsConfig, TimeConfig};
+use anomaly_core::{
+    ConfigError, NameRules, Override, Overrides, SpanConfig, SpanRules, StatsConfig, TimeConfig,
+};
 use anomaly_store::RedisConfig;
 use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
@@ -41,6 +43,9 @@ pub struct CommonConfig {
     /// Per-service and per-endpoint tuning of the rule; the first match wins (see
     /// [`anomaly_core::overrides`]). Every service reads the same list.
     pub overrides: Vec<Override>,
+    /// Span baselines: which spans get them and under which name (see
+    /// [`anomaly_core::spans`]). The checker names spans by the same rules as the ingester.
+    pub spans: SpanConfig,
     pub telemetry: TelemetryConfig,
     // The service sections: typed and validated by their own binaries (see [`load`]).
     #[serde(skip_serializing)]
@@ -64,6 +69,7 @@ impl Default for CommonConfig {
             retention: Duration::from_secs(30 * 86_400),
             names: NameRules::default(),
             overrides: Vec::new(),
+            spans: SpanConfig::default(),
             telemetry: TelemetryConfig::default(),
             ingester: IgnoredAny,
             recomputer: IgnoredAny,
@@ -89,6 +95,7 @@ impl CommonConfig {
             return Err(ConfigError::new("dedup_ttl", "must be at least 1s"));
         }
         self.compiled_overrides()?;
+        self.span_rules()?;
         self.telemetry.validate()
     }
 
@@ -96,6 +103,13 @@ impl CommonConfig {
     /// validated).
     pub fn compiled_overrides(&self) -> Result<Overrides, ConfigError> {
         Overrides::new(&self.overrides, self.stats.window_size)
+    }
+}
+
+impl CommonConfig {
+    /// `spans`, compiled (validated at load, so this only fails on a config never validated).
+    pub fn span_rules(&self) -> Result<SpanRules, ConfigError> {
+        SpanRules::new(&self.spans)
     }
 }
 

@@ -46,7 +46,6 @@ use crate::ingest::Ingest;
 use crate::metrics::IngestMetrics;
 use crate::poller::WindowFetcher;
 use crate::tempo::{TempoClient, TempoStatus};
-use crate::trace::IgnoreRules;
 
 pub type Config = Loaded<Section>;
 
@@ -84,7 +83,7 @@ impl Ingester {
             retention: config.common.retention,
             max_keys: section.max_keys,
         };
-        let ignore = IgnoreRules::new(&section.ignore)?;
+        let ignore = trace::ignore_rules(&section.ignore)?;
         let ingest = Ingest::new(
             store.clone(),
             settings,

@@ -9,7 +9,6 @@
 use anomaly_core::{BaselineKey, Bucketer, DurationMs, NameField, NameRules, TraceId, UnixNanos};
 use anomaly_runtime::error::ErrorCode;
 use anomaly_store::IngestItem;
-use regex::Regex;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -44,31 +43,21 @@ impl ItemError {
     }
 }
 
-/// Compiled `ingester.ignore` rules.
-#[derive(Debug, Clone, Default)]
-pub struct IgnoreRules(Vec<(Option<Regex>, Option<Regex>)>);
+pub use anomaly_core::IgnoreRules;
 
-impl IgnoreRules {
-    /// Compiles the rules; the configuration was validated, so they compile.
-    pub fn new(rules: &[IgnoreRule]) -> Result<Self, regex::Error> {
-        let anchored = |p: &Option<String>| {
-            p.as_ref()
-                .map(|p| Regex::new(&format!("^(?:{p})$")))
-                .transpose()
-        };
+/// Compiles `ingester.ignore` (validated at load, so this only fails on a config never
+/// validated).
+pub fn ignore_rules(rules: &[IgnoreRule]) -> Result<IgnoreRules, anomaly_core::ConfigError> {
+    IgnoreRules::new(
         rules
             .iter()
-            .map(|r| Ok((anchored(&r.service)?, anchored(&r.endpoint)?)))
-            .collect::<Result<_, _>>()
-            .map(IgnoreRules)
-    }
-
-    pub fn matches(&self, service: &str, endpoint: &str) -> bool {
-        self.0.iter().any(|(s, e)| {
-            s.as_ref().is_none_or(|s| s.is_match(service))
-                && e.as_ref().is_none_or(|e| e.is_match(endpoint))
-        })
-    }
+            .map(|r| (r.service.as_deref(), r.endpoint.as_deref())),
+        |i, side| match side {
+            0 => format!("ingester.ignore[{i}].service"),
+            1 => format!("ingester.ignore[{i}].endpoint"),
+            _ => format!("ingester.ignore[{i}]"),
+        },
+    )
 }
 
 /// A name through the rule the checker applies, refused with the same code and message.
@@ -216,7 +205,7 @@ mod tests {
 
     #[test]
     fn classifies() {
-        let ignore = IgnoreRules::new(&[IgnoreRule {
+        let ignore = ignore_rules(&[IgnoreRule {
             service: None,
             endpoint: Some("GET /(healthz|ping)".into()),
         }])
@@ -292,7 +281,7 @@ mod tests {
     #[test]
     fn names_are_held_to_max_name_bytes() {
         let nine = NameRules::new(9).unwrap();
-        let ignore = IgnoreRules::new(&[IgnoreRule {
+        let ignore = ignore_rules(&[IgnoreRule {
             service: None,
             endpoint: Some("GET /.*".into()),
         }])

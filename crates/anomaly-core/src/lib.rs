@@ -5,7 +5,6 @@
 //! and the store build on it, so the rule is decided in exactly one place.
 
 pub mod analysis;
-pub mod analysis;
 pub mod config;
 pub mod duration;
 pub mod key;
@@ -18,7 +17,6 @@ pub mod time;
 pub mod timestamp;
 pub mod trace_id;
 
-pub use analysis::{Culprit, Duplicate, Judged, MissingParent, Segment, SpanInput, Structure};
 pub use analysis::{Culprit, Duplicate, Judged, MissingParent, Segment, SpanInput, Structure};
 pub use config::{ConfigError, FallbackStep, Level, RuleParams, StatsConfig, TimeConfig};
 pub use duration::{DurationError, DurationMs};

@@ -62,6 +62,26 @@ impl std::ops::AddAssign for IngestOutcome {
     }
 }
 
+/// What happened to one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Accepted,
+    Duplicate,
+    /// Refused by the cardinality cap (a new key over it).
+    OverCardinality,
+}
+
+impl ItemOutcome {
+    /// The scripts' one-character code (`a`, `d`, `o`).
+    pub(crate) fn from_code(code: u8) -> ItemOutcome {
+        match code {
+            b'a' => ItemOutcome::Accepted,
+            b'd' => ItemOutcome::Duplicate,
+            _ => ItemOutcome::OverCardinality,
+        }
+    }
+}
+
 /// Whole microseconds: what a window stores (see the crate docs for why).
 pub(crate) fn to_micros(d: DurationMs) -> i64 {
     (d.get() * 1000.0).round() as i64

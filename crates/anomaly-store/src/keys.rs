@@ -10,13 +10,42 @@ use anomaly_core::TraceId;
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    spans: bool,
 }
+
+/// What the span key space adds to the prefix: span baselines keep the whole layout of root
+/// baselines (windows, baselines, dirty set, indexes, fallback levels, recomputer claims) behind
+/// it, so a root and a span of the same names never share a key.
+const SPANS: &str = "span:";
 
 impl Keys {
     pub(crate) fn new(prefix: &str) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            spans: false,
         }
+    }
+
+    /// The span key space: every name behind `{prefix}span:`.
+    pub(crate) fn spans(&self) -> Self {
+        if self.spans {
+            return self.clone();
+        }
+        Keys {
+            prefix: format!("{}{SPANS}", self.prefix),
+            spans: true,
+        }
+    }
+
+    /// Whether these are the span key space's names.
+    pub fn is_spans(&self) -> bool {
+        self.spans
+    }
+
+    /// `serviceKeys:{service}`: the span key space's bodies of one service, for its cap
+    /// (`spans.max_keys_per_service`); `service` is encoded as in bodies.
+    pub fn service_keys(&self, service_body: &str) -> String {
+        format!("{}serviceKeys:{{{service_body}}}", self.prefix)
     }
 
     /// `dur:{B}`: the window (LIST, newest first).
@@ -63,7 +92,8 @@ impl Keys {
         format!("{}keyEndpoints", self.prefix)
     }
 
-    /// `seen:{traceID}`: the dedup marker of a trace.
+    /// `seen:{traceID}`: the dedup marker of a trace; in the span key space a HASH whose fields
+    /// are the trace's span IDs already stored (one key, and one TTL, per trace).
     pub fn seen(&self, trace: &TraceId) -> String {
         format!("{}seen:{{{trace}}}", self.prefix)
     }
@@ -146,6 +176,23 @@ mod tests {
             (keys.workers(), "prod:recomputer:workers"),
             (keys.alive("w1"), "prod:recomputer:alive:w1"),
             (keys.inflight("w1"), "prod:recomputer:inflight:w1"),
+            (
+                keys.spans().dur(&k.encode()),
+                "prod:span:dur:{checkout|POST /pay|14|weekday}",
+            ),
+            (
+                keys.spans().spans().base(&k.encode()),
+                "prod:span:base:{checkout|POST /pay|14|weekday}",
+            ),
+            (keys.spans().dirty(), "prod:span:dirtyKeys"),
+            (
+                keys.spans().service_keys("checkout"),
+                "prod:span:serviceKeys:{checkout}",
+            ),
+            (
+                keys.spans().seen(&t),
+                "prod:span:seen:{0af7651916cd43dd8448eb211c80319c}",
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -11,6 +11,9 @@
 //! - `keyIndex`: SET of every body with a window, for the cardinality cap and rebuilds.
 //! - `keyEndpoints`: ZSET (all scores 0) of every `service|endpoint` with windows, encoded as in
 //!   bodies, for the paged key listing (see `listing`).
+//! - `span:...`: span baselines ([`Store::spans`]) keep all of the above behind `span:`, keyed
+//!   by (service, span name, hour, dayType); there `seen:{traceID}` is a HASH of span IDs, and
+//!   `serviceKeys:{service}` (SET of bodies) bounds the keys of each service (see `spans`).
 //!
 //! Every key is spelled in `keys`. The public operations keep the invariants (claims, versions;
 //! see `recompute`); the `testing` feature adds side doors for tests and tools (see `testing`).
@@ -19,6 +22,7 @@ mod config;
 mod error;
 mod ingest;
 mod listing;
+mod spans;
 // Public only with `testing`: without it, `Keys` and its names are the crate's own.
 #[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 mod keys;
@@ -43,13 +47,14 @@ use secrecy::ExposeSecret;
 
 pub use config::RedisConfig;
 pub use error::StoreError;
-pub use ingest::{IngestItem, IngestOutcome, IngestSettings};
+pub use ingest::{IngestItem, IngestOutcome, IngestSettings, ItemOutcome};
 #[cfg(feature = "testing")]
 pub use keys::Keys;
 pub use listing::{
     EndpointCursor, EndpointFilter, EndpointSamples, HOURS, InvalidCursor, Page, PruneStep,
     ServiceCursor,
 };
+pub use spans::{SpanItem, SpanSettings};
 pub use windows::DirtyBatch;
 
 /// A connection taken from the pool is checked with a PING only if it has not been used for
@@ -211,6 +216,21 @@ impl Store {
             keys: keys::Keys::new(&config.key_prefix),
             timeout: config.timeout,
         })
+    }
+
+    /// The span baselines' store: the same operations on the span key space (`span:` behind
+    /// the prefix), sharing this store's connections. On a span store it is itself.
+    pub fn spans(&self) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            keys: self.keys.spans(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Whether this is the span key space's store.
+    pub fn is_spans(&self) -> bool {
+        self.keys.is_spans()
     }
 
     /// PING: whether Redis answers right now.

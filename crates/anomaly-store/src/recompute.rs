@@ -590,12 +590,25 @@ impl Store {
             return Ok(0);
         }
         let index = self.keys.key_index();
+        // The span key space also counts each service's keys for its cap.
+        let mut by_service: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+        if self.keys.is_spans() {
+            for body in &gone {
+                let service = body.split('|').next().unwrap_or_default();
+                by_service
+                    .entry(self.keys.service_keys(service))
+                    .or_default()
+                    .push(body);
+            }
+        }
         self.run("prune_index", async |conn| {
-            Ok(redis::cmd("SREM")
-                .arg(&index)
-                .arg(&gone)
-                .query_async(conn)
-                .await?)
+            let mut pipe = redis::pipe();
+            pipe.cmd("SREM").arg(&index).arg(&gone);
+            for (set, bodies) in &by_service {
+                pipe.cmd("SREM").arg(set).arg(bodies).ignore();
+            }
+            let (removed,): (u64,) = pipe.query_async(conn).await?;
+            Ok(removed)
         })
         .await
     }

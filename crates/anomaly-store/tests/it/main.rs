@@ -5,6 +5,7 @@ mod errors;
 mod ingest;
 mod listing;
 mod poller;
+mod spans;
 mod tls;
 
 use std::time::Duration;

@@ -3,11 +3,9 @@
 //! numbers as strings, unknown fields, plain-text errors. Retries only what retrying can help.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rand::Rng;
-use reqwest::StatusCode;
-use secrecy::ExposeSecret;
+use anomaly_traces::tempo::TempoHttp;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,59 +13,8 @@ use crate::cap::{CapSource, ResultCap, parse_rejection, parse_status_config};
 use crate::config::TempoSection;
 use crate::metrics::IngestMetrics;
 
-/// Why a search failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TempoError {
-    #[error("tempo answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("tempo did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("cannot reach tempo: {0}")]
-    Connect(String),
-    #[error("tempo sent a body that is not a search response: {0}")]
-    Malformed(String),
-    #[error("tempo's response is larger than tempo.max_response_bytes ({0} bytes)")]
-    TooLarge(usize),
-}
-
-impl TempoError {
-    /// Whether the same request may succeed later: server errors, throttling, timeouts,
-    /// connection failures and cut-off bodies. A 4xx (bad query, bad range, no org id, auth)
-    /// will fail again, and so will a 5xx whose body is one of Tempo's request-validation
-    /// messages (Tempo v2.0.1 answers some bad requests with 500).
-    pub fn retryable(&self) -> bool {
-        match self {
-            TempoError::Status { status, body } => {
-                (*status >= 500 || *status == 429) && !is_request_error(body)
-            }
-            TempoError::Timeout(_) | TempoError::Connect(_) | TempoError::Malformed(_) => true,
-            TempoError::TooLarge(_) => false,
-        }
-    }
-
-    fn metric_label(&self) -> String {
-        match self {
-            TempoError::Status { status, .. } => status.to_string(),
-            TempoError::Timeout(_) => "timeout".into(),
-            TempoError::Connect(_) => "connect".into(),
-            TempoError::Malformed(_) => "malformed".into(),
-            TempoError::TooLarge(_) => "too_large".into(),
-        }
-    }
-}
-
-/// Whether a plain-text error body is one of Tempo's messages about the request itself.
-fn is_request_error(body: &str) -> bool {
-    const PREFIXES: [&str; 6] = [
-        "invalid ",
-        "http parameter ",
-        "range specified by start and end exceeds",
-        "limit ",
-        "spans per span set exceeds",
-        "no org id",
-    ];
-    PREFIXES.iter().any(|p| body.starts_with(p))
-}
+// The error classes and request plumbing live in `anomaly-traces`, shared with the checker.
+pub use anomaly_traces::tempo::{TempoError, is_request_error};
 
 /// The parts of a search response the ingester reads; everything else is ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -115,8 +62,7 @@ pub struct Search {
 /// Searches one Tempo.
 #[derive(Debug, Clone)]
 pub struct TempoClient {
-    http: reqwest::Client,
-    settings: TempoSection,
+    http: TempoHttp,
     search_url: String,
     config_url: String,
     metrics: IngestMetrics,
@@ -131,21 +77,21 @@ impl TempoClient {
         metrics: IngestMetrics,
         status: TempoStatus,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .user_agent(user_agent)
-            .build()?;
+        let http = TempoHttp::new(settings, user_agent)?;
         let cap = ResultCap::new(settings.limit as usize, metrics.search_limit.clone());
         Ok(TempoClient {
+            search_url: http.url("/api/search"),
+            config_url: http.url("/status/config"),
             http,
-            search_url: format!("{}/api/search", settings.url.trim_end_matches('/')),
-            config_url: format!("{}/status/config", settings.url.trim_end_matches('/')),
-            settings: settings.clone(),
             metrics,
             status,
             cap,
         })
+    }
+
+    /// The shared request plumbing (tenant, auth, timeout, retries), e.g. for trace by ID.
+    pub fn http(&self) -> &TempoHttp {
+        &self.http
     }
 
     /// The search limit in force and what is known about Tempo's result cap.
@@ -157,14 +103,18 @@ impl TempoClient {
     /// while retrying can help. A refusal of the limit (`limit 500 exceeds max limit 20`,
     /// Tempo v2.6+) lowers the limit to the cap and asks again at once.
     pub async fn search(&self, start: u64, end: u64) -> Result<Search, TempoError> {
-        let mut attempt = 0u32;
         loop {
             let limit = self.cap.limit();
-            match self.search_once(start, end, limit).await {
+            let result = self
+                .http
+                .retry("search", |_| self.search_once(start, end, limit))
+                .await;
+            match result {
                 Ok(traces) => {
                     self.status.set(None);
                     return Ok(Search { traces, limit });
                 }
+                // The cap only ever goes down, so this asks again a bounded number of times.
                 Err(TempoError::Status { status: 400, body })
                     if parse_rejection(&body)
                         .is_some_and(|cap| self.cap.lower(cap, CapSource::Rejected)) =>
@@ -172,31 +122,12 @@ impl TempoClient {
                     tracing::debug!(start, end, limit, %body, "tempo refused the limit; asking again with its cap");
                 }
                 Err(e) => {
-                    let retry = e.retryable() && attempt < self.settings.retries;
-                    tracing::warn!(start, end, attempt, retry, error = %e, "tempo search failed");
-                    if !retry {
-                        self.status.set(Some(e.to_string()));
-                        return Err(e);
-                    }
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    attempt += 1;
+                    tracing::warn!(start, end, error = %e, "tempo search failed");
+                    self.status.set(Some(e.to_string()));
+                    return Err(e);
                 }
             }
         }
-    }
-
-    /// The tenant and the credentials of a proxy in front of Tempo, as configured.
-    fn authorised(&self, mut request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if !self.settings.org_id.is_empty() {
-            request = request.header("X-Scope-OrgID", &self.settings.org_id);
-        }
-        let auth = &self.settings.auth;
-        if let Some(token) = &auth.token {
-            request = request.bearer_auth(token.expose_secret());
-        } else if let Some(user) = &auth.username {
-            request = request.basic_auth(user, auth.password.as_ref().map(|p| p.expose_secret()));
-        }
-        request
     }
 
     /// Reads `query_frontend.search.max_result_limit` from Tempo's `GET /status/config` (the
@@ -208,8 +139,7 @@ impl TempoClient {
         if !self.cap.config_read_due() {
             return;
         }
-        let request = self.authorised(self.http.get(&self.config_url));
-        match self.body(request).await {
+        match self.http.body(self.http.get(&self.config_url)).await {
             Ok(body) => match parse_status_config(&String::from_utf8_lossy(&body)) {
                 Some(cap) => {
                     self.cap.lower(cap, CapSource::Config);
@@ -218,18 +148,6 @@ impl TempoClient {
             },
             Err(e) => tracing::debug!(error = %e, "tempo's /status/config is not available"),
         }
-    }
-
-    /// `backoff * 2^attempt`, capped, with "equal jitter": half fixed, half random, so retries
-    /// from many replicas spread out yet always wait.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .settings
-            .backoff
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(self.settings.max_backoff);
-        let half = base / 2;
-        half + half.mul_f64(rand::rng().random::<f64>())
     }
 
     /// One search request, a debug span (the bounds and limit only: never the query, the
@@ -251,15 +169,15 @@ impl TempoClient {
             ("end", end.to_string()),
             ("limit", limit.to_string()),
         ];
-        if !self.settings.query.is_empty() {
-            query.push(("q", self.settings.query.clone()));
+        let settings = self.http.settings();
+        if !settings.query.is_empty() {
+            query.push(("q", settings.query.clone()));
         }
-        let request = self.authorised(
-            self.http
-                .get(&self.search_url)
-                .query(&query)
-                .header(reqwest::header::ACCEPT, "application/json"),
-        );
+        let request = self
+            .http
+            .get(&self.search_url)
+            .query(&query)
+            .header(reqwest::header::ACCEPT, "application/json");
         let started = Instant::now();
         let result = self.send(request).await;
         self.metrics
@@ -278,55 +196,7 @@ impl TempoClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Vec<Value>, TempoError> {
-        SearchResponse::parse(&self.body(request).await?)
-    }
-
-    /// Sends `request` and reads a 200's body, at most `max_response_bytes` of it; any other
-    /// status is an error carrying the start of Tempo's plain-text message.
-    async fn body(&self, request: reqwest::RequestBuilder) -> Result<Vec<u8>, TempoError> {
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status();
-        let cap = self.settings.max_response_bytes;
-        if response.content_length().is_some_and(|n| n as usize > cap) && status.is_success() {
-            return Err(TempoError::TooLarge(cap));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
-            if body.len() + chunk.len() > cap {
-                if status.is_success() {
-                    return Err(TempoError::TooLarge(cap));
-                }
-                break;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if status != StatusCode::OK {
-            let text = String::from_utf8_lossy(&body);
-            let text: String = text.trim().chars().take(1000).collect();
-            return Err(TempoError::Status {
-                status: status.as_u16(),
-                body: text,
-            });
-        }
-        Ok(body)
-    }
-
-    fn transport(&self, e: reqwest::Error) -> TempoError {
-        if e.is_timeout() {
-            TempoError::Timeout(self.settings.timeout)
-        } else if e.is_body() || e.is_decode() {
-            TempoError::Malformed(e.to_string())
-        } else {
-            // Display of reqwest errors omits the cause; the chain says what happened.
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            TempoError::Connect(msg)
-        }
+        SearchResponse::parse(&self.http.body(request).await?)
     }
 }
 
@@ -431,34 +301,5 @@ mod tests {
             SearchResponse::parse(b"{\"traces\":[{\"traceID\":"),
             Err(TempoError::Malformed(_))
         ));
-    }
-
-    #[test]
-    fn only_transient_failures_are_retried() {
-        let status = |s| TempoError::Status {
-            status: s,
-            body: String::new(),
-        };
-        for (e, want) in [
-            (status(400), false),
-            (status(401), false),
-            (status(404), false),
-            (status(429), true),
-            (status(500), true),
-            (status(503), true),
-            (
-                TempoError::Status {
-                    status: 500,
-                    body: "invalid TraceQL query: parse error".into(),
-                },
-                false,
-            ),
-            (TempoError::Timeout(Duration::from_secs(1)), true),
-            (TempoError::Connect("refused".into()), true),
-            (TempoError::Malformed("eof".into()), true),
-            (TempoError::TooLarge(1), false),
-        ] {
-            assert_eq!(e.retryable(), want, "{e}");
-        }
     }
 }

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use serde_json::Value;
 
 use super::{ExportError, RETRY_AFTER_SECS, Receiver};
 use crate::metrics::Transport;
@@ -220,80 +219,9 @@ fn inflate(
     Ok(Bytes::from(out))
 }
 
-/// OTLP/JSON into the generated types. The generated decoder is strict where the
-/// specification is lenient: on failure the body is read again with the spec's other forms
-/// made canonical (64-bit integers as JSON numbers, enum names, `null` for absent fields,
-/// attributes without a value), and only then refused with the first error.
+/// OTLP/JSON into the generated types, leniently ([`anomaly_traces::otlp::decode_json`]).
 pub fn decode_json(bytes: &[u8]) -> Result<ExportTraceServiceRequest, ExportError> {
-    let strict = match serde_json::from_slice::<ExportTraceServiceRequest>(bytes) {
-        Ok(request) => return Ok(request),
-        Err(e) => e,
-    };
-    let invalid = || ExportError::Invalid(format!("the body is not OTLP/JSON: {strict}"));
-    let mut value: Value = serde_json::from_slice(bytes).map_err(|_| invalid())?;
-    let Value::Object(top) = &mut value else {
-        return Err(invalid());
-    };
-    top.entry("resourceSpans")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    canonical(&mut value, None);
-    serde_json::from_value(value).map_err(|_| invalid())
-}
-
-/// Rewrites the lenient forms of OTLP/JSON into those the generated decoder takes.
-fn canonical(value: &mut Value, key: Option<&str>) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            if let Some(Value::Array(attributes)) = map.get_mut("attributes") {
-                attributes.retain(|kv| {
-                    kv.get("value")
-                        .and_then(Value::as_object)
-                        .is_some_and(|v| v.values().any(|v| !v.is_null()))
-                });
-            }
-            for (k, v) in map.iter_mut() {
-                canonical(v, Some(k));
-            }
-        }
-        Value::Array(items) => {
-            for item in items {
-                canonical(item, None);
-            }
-        }
-        Value::Number(n) if key.is_some_and(|k| k.ends_with("UnixNano")) => {
-            *value = Value::String(n.to_string());
-        }
-        Value::String(s) if key == Some("kind") => {
-            if let Some(n) = enum_number(s, "SPAN_KIND_", &SPAN_KINDS) {
-                *value = Value::from(n);
-            }
-        }
-        Value::String(s) if key == Some("code") => {
-            if let Some(n) = enum_number(s, "STATUS_CODE_", &STATUS_CODES) {
-                *value = Value::from(n);
-            }
-        }
-        _ => {}
-    }
-}
-
-const SPAN_KINDS: [&str; 6] = [
-    "UNSPECIFIED",
-    "INTERNAL",
-    "SERVER",
-    "CLIENT",
-    "PRODUCER",
-    "CONSUMER",
-];
-const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
-
-fn enum_number(name: &str, prefix: &str, names: &[&str]) -> Option<i32> {
-    let name = name.strip_prefix(prefix)?;
-    names
-        .iter()
-        .position(|n| *n == name)
-        .and_then(|i| i32::try_from(i).ok())
+    anomaly_traces::otlp::decode_json(bytes).map_err(|e| ExportError::Invalid(e.to_string()))
 }
 
 /// An error answer: `google.rpc.Status` in the request's encoding.

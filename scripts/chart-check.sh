@@ -478,8 +478,11 @@ def run(source, bindir, families_out):
                 if status != 503:
                     problems[comp].append(f"/v1/traces without Redis answered {status}: {text[:300]}")
         for comp, (proc, base, token, env) in procs.items():
+            # Without an OpenMetrics Accept header /metrics answers the classic text format,
+            # whose TYPE line names a counter with its _total.
             for name, kind in re.findall(r"^# TYPE (\S+) (\S+)", call(base + "/metrics")[1], re.M):
-                families.update({"counter": [f"{name}_total"], "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
+                families.update({"counter": [name if name.endswith("_total") else f"{name}_total"],
+                                 "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
                                 .get(kind, [name]))
     finally:
         for comp, (proc, *_) in procs.items():

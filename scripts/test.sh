@@ -3,8 +3,10 @@
 # the runner's summary).
 #
 # The tests start their own redis-server (or use REDIS_URL): when it is missing it is installed
-# with apt-get, as `just demo` does. The runner is cargo-nextest when it is installed (as in CI:
-# each test in its own process, in parallel), else plain `cargo test`, which runs the same tests.
+# with apt-get, as `just demo` does; so are promtool and prometheus, unpacked into
+# target/tools/bin from Debian's package by scripts/prometheus-tools.sh. The runner is
+# cargo-nextest when it is installed (as in CI: each test in its own process, in parallel), else
+# plain `cargo test`, which runs the same tests.
 # TEST_RUNNER=cargo forces `cargo test`; extra arguments go to the runner.
 
 set -euo pipefail
@@ -18,6 +20,8 @@ command -v cargo >/dev/null || die "cargo is missing: install Rust from https://
 if [[ -z ${REDIS_URL:-} ]] && ! have_redis_server; then
   apt_install redis-server
 fi
+# The anomaly-runtime tests scrape /metrics with a real Prometheus and parse it with promtool.
+bash "$ROOT/scripts/prometheus-tools.sh" >/dev/null
 
 cargo test --workspace --doc --quiet
 if [[ ${TEST_RUNNER:-} != cargo ]] && cargo nextest --version >/dev/null 2>&1; then

@@ -23,7 +23,7 @@ use tower::ServiceBuilder;
 
 use crate::auth::{self, Tokens};
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+use crate::metrics::{Exposition, HttpLabels, Metrics, RouteLabels};
 
 /// `axum::Json` whose rejections come out in the contract's error shape.
 #[derive(Debug, Clone, Copy, Default)]
@@ -201,13 +201,19 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<ProbeState>) -> Response {
+/// OpenMetrics (with exemplars) when the scraper's `Accept` asks for it, else the classic text
+/// format (see [`Exposition::negotiate`]).
+async fn metrics_text(State(state): State<ProbeState>, headers: header::HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "accept"),
+        ],
+        state.metrics.encode_as(format),
     )
         .into_response()
 }

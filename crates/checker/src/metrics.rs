@@ -10,11 +10,8 @@
 //! Both are on the hot path, so a known service costs one read-locked map lookup by `&str` and
 //! an atomic increment: no label is built and nothing is allocated per check.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
 use anomaly_core::Status;
-use anomaly_runtime::metrics::MetricsBuilder;
+use anomaly_runtime::metrics::{CappedLabels, MetricsBuilder, OTHER};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,9 +26,6 @@ struct CheckLabels {
 struct CacheLabels {
     result: &'static str,
 }
-
-/// The label for services that did not get one of their own.
-pub(crate) const OTHER: &str = "other";
 
 const STATUSES: [Status; 3] = [Status::Normal, Status::Anomaly, Status::InsufficientData];
 
@@ -52,11 +46,9 @@ pub(crate) struct CheckerMetrics {
     hits: Counter,
     negative_hits: Counter,
     misses: Counter,
-    other: StatusCounters,
     /// Services with a label of their own: admitted only when they have a baseline (so a
     /// caller inventing names cannot create series), and only up to the cap.
-    labelled: Arc<RwLock<HashMap<Box<str>, StatusCounters>>>,
-    max_services: usize,
+    services: CappedLabels<StatusCounters>,
 }
 
 impl CheckerMetrics {
@@ -77,47 +69,24 @@ impl CheckerMetrics {
         // Every series exists from the start, so ratios are defined before the first miss.
         let result = |result| cache.get_or_create(&CacheLabels { result }).clone();
         let (hits, negative_hits, misses) = (result("hit"), result("negative"), result("miss"));
-        let other = counters(&checks, OTHER);
+        let services = CappedLabels::new(max_services, counters(&checks, OTHER));
         CheckerMetrics {
             checks,
             hits,
             negative_hits,
             misses,
-            other,
-            labelled: Arc::default(),
-            max_services,
+            services,
         }
     }
 
     /// Counts one answered check.
     pub(crate) fn check(&self, service: &str, status: Status, has_baseline: bool) {
-        let i = index(status);
-        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-        if let Some(c) = self
-            .labelled
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(service)
-        {
-            c[i].inc();
-            return;
-        }
-        if !has_baseline {
-            self.other[i].inc();
-            return;
-        }
-        let mut labelled = self
-            .labelled
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if labelled.len() < self.max_services || labelled.contains_key(service) {
-            labelled
-                .entry(service.into())
-                .or_insert_with(|| counters(&self.checks, service))[i]
-                .inc();
-        } else {
-            self.other[i].inc();
-        }
+        self.services.with(
+            service,
+            has_baseline,
+            |service| counters(&self.checks, service),
+            |c| c[index(status)].inc(),
+        );
     }
 
     /// Counts cache lookups: baselines and absences served from memory, and keys read from

@@ -102,7 +102,12 @@ async fn metrics_carry_the_promised_names() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(status(&client, &server.url("/readyz")).await, 200);
-    let r = client.get(server.url("/metrics")).send().await.unwrap();
+    let r = client
+        .get(server.url("/metrics"))
+        .header("accept", "application/openmetrics-text")
+        .send()
+        .await
+        .unwrap();
     assert!(
         r.headers()["content-type"]
             .to_str()

@@ -92,6 +92,17 @@ impl Keys {
         format!("{}keyEndpoints", self.prefix)
     }
 
+    /// `anomalies`: the anomaly feed (STREAM; see `feed`). Roots and spans share it: the span
+    /// key space names the same key.
+    pub fn anomalies(&self) -> String {
+        let prefix = if self.spans {
+            self.prefix.strip_suffix(SPANS).unwrap_or(&self.prefix)
+        } else {
+            &self.prefix
+        };
+        format!("{prefix}anomalies")
+    }
+
     /// `seen:{traceID}`: the dedup marker of a trace; in the span key space a HASH whose fields
     /// are the trace's span IDs already stored (one key, and one TTL, per trace).
     pub fn seen(&self, trace: &TraceId) -> String {
@@ -166,6 +177,8 @@ mod tests {
             (keys.fallback_pending(), "prod:fbPending"),
             (keys.key_index(), "prod:keyIndex"),
             (keys.key_endpoints(), "prod:keyEndpoints"),
+            (keys.anomalies(), "prod:anomalies"),
+            (keys.spans().anomalies(), "prod:anomalies"),
             (
                 keys.seen(&t),
                 "prod:seen:{0af7651916cd43dd8448eb211c80319c}",

@@ -14,12 +14,15 @@
 //! - `span:...`: span baselines ([`Store::spans`]) keep all of the above behind `span:`, keyed
 //!   by (service, span name, hour, dayType); there `seen:{traceID}` is a HASH of span IDs, and
 //!   `serviceKeys:{service}` (SET of bodies) bounds the keys of each service (see `spans`).
+//! - `anomalies`: STREAM of the samples judged anomalous on ingest, bounded by length and age
+//!   (see `feed`); one feed for roots and spans, never behind `span:`.
 //!
 //! Every key is spelled in `keys`. The public operations keep the invariants (claims, versions;
 //! see `recompute`); the `testing` feature adds side doors for tests and tools (see `testing`).
 
 mod config;
 mod error;
+mod feed;
 mod ingest;
 mod listing;
 mod spans;
@@ -47,6 +50,9 @@ use secrecy::ExposeSecret;
 
 pub use config::RedisConfig;
 pub use error::StoreError;
+pub use feed::{
+    FEED_SCAN_MAX, FeedCursor, FeedEntry, FeedFilter, FeedItem, FeedPage, FeedSettings, SampleKind,
+};
 pub use ingest::{IngestItem, IngestOutcome, IngestSettings, ItemOutcome};
 #[cfg(feature = "testing")]
 pub use keys::Keys;

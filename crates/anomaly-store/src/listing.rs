@@ -133,7 +133,7 @@ impl fmt::Display for ServiceCursor {
     }
 }
 
-fn decode_token(token: &str) -> Result<String, InvalidCursor> {
+pub(crate) fn decode_token(token: &str) -> Result<String, InvalidCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| InvalidCursor)?;
     String::from_utf8(bytes).map_err(|_| InvalidCursor)
 }

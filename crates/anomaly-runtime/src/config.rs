@@ -19,6 +19,8 @@ use figment::providers::{Env, Format, Serialized, Yaml};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
+use crate::links::LinksConfig;
+
 /// The sections every service reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +49,8 @@ pub struct CommonConfig {
     /// [`anomaly_core::spans`]). The checker names spans by the same rules as the ingester.
     pub spans: SpanConfig,
     pub telemetry: TelemetryConfig,
+    /// `links:`: URL templates for what answers name (`links.trace_url`).
+    pub links: LinksConfig,
     // The service sections: typed and validated by their own binaries (see [`load`]).
     #[serde(skip_serializing)]
     ingester: IgnoredAny,
@@ -71,6 +75,7 @@ impl Default for CommonConfig {
             overrides: Vec::new(),
             spans: SpanConfig::default(),
             telemetry: TelemetryConfig::default(),
+            links: LinksConfig::default(),
             ingester: IgnoredAny,
             recomputer: IgnoredAny,
             checker: IgnoredAny,
@@ -96,6 +101,7 @@ impl CommonConfig {
         }
         self.compiled_overrides()?;
         self.span_rules()?;
+        self.links.validate()?;
         self.telemetry.validate()
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
 pub mod openapi;
 pub mod telemetry;

@@ -22,10 +22,10 @@ pub use config::{ConfigError, FallbackStep, Level, RuleParams, StatsConfig, Time
 pub use duration::{DurationError, DurationMs};
 pub use key::{BaselineKey, DayType, KeyError, NameField, NameRules};
 pub use overrides::{Override, Overrides};
-pub use spans::{IgnoreRules, SpanConfig, SpanKind, SpanRules};
 pub use rule::{
     Baseline, Baselines, Bound, Fallback, ReasonContext, Status, Summary, Verdict, round3,
 };
+pub use spans::{IgnoreRules, SpanConfig, SpanKind, SpanRules};
 pub use stats::{Stats, StatsScratch};
 pub use summary::Quantiles;
 pub use time::{Bucket, Bucketer};

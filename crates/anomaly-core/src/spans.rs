@@ -316,13 +316,19 @@ mod tests {
                 "GET /files/6f1c2a7e-0b7d-4b43-9a4e-2f1d0c5b8e11",
                 "GET /files/{uuid}",
             ),
-            ("GET /objects/507f1f77bcf86cd799439011", "GET /objects/{hex}"),
+            (
+                "GET /objects/507f1f77bcf86cd799439011",
+                "GET /objects/{hex}",
+            ),
             ("SELECT orders", "SELECT orders"),
         ];
         for (raw, want) in cases {
             assert_eq!(r.name(raw, None, None).name, want, "{raw}");
         }
-        assert_eq!(r.name("GET /users/123", None, None).renamed, Renamed::Rewrite(1));
+        assert_eq!(
+            r.name("GET /users/123", None, None).renamed,
+            Renamed::Rewrite(1)
+        );
         assert!(matches!(
             r.name("SELECT orders", None, None).name,
             Cow::Borrowed(_)
@@ -342,7 +348,10 @@ mod tests {
             Renamed::No
         );
         // An empty route is no route.
-        assert_eq!(r.name("GET /x/1", Some(""), Some("GET")).name, "GET /x/{id}");
+        assert_eq!(
+            r.name("GET /x/1", Some(""), Some("GET")).name,
+            "GET /x/{id}"
+        );
         let off = rules(SpanConfig {
             use_http_route: false,
             ..SpanConfig::default()
@@ -366,7 +375,8 @@ mod tests {
             ..SpanConfig::default()
         });
         assert_eq!(
-            r.name("SELECT a, b FROM orders WHERE id = 7", None, None).name,
+            r.name("SELECT a, b FROM orders WHERE id = 7", None, None)
+                .name,
             "SELECT orders"
         );
         let named = r.name("UPDATE x FROM t", None, None);

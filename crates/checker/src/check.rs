@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use anomaly_core::rule::Bound;
 use anomaly_core::{
     Baseline, BaselineKey, Baselines, Bucket, DayType, DurationMs, KeyError, Level, NameField,
-    ReasonContext, Status, UnixNanos, Verdict, round3,
+    NameRules, ReasonContext, Status, UnixNanos, Verdict, round3,
 };
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
 use anomaly_runtime::http::ApiJson;
@@ -44,11 +44,63 @@ pub(crate) struct CheckRequest {
     duration_ms: Option<Value>,
 }
 
-/// Up to `checker.max_batch_items` checks.
+/// A span check: one span of a trace, judged against its span baseline (kept from the spans
+/// the ingester receives, named by the `spans:` rules).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SpanCheckRequest {
+    /// The span's service (its resource's `service.name`): 1 to `max_name_bytes` bytes of
+    /// UTF-8; INVALID_SERVICE otherwise.
+    #[schema(value_type = String, example = "orders-db")]
+    service_name: Option<Value>,
+    /// The span's name as sent (e.g. `GET /users/123`); it is renamed by the same `spans:`
+    /// rules as at ingest (`http.route`, `normalize`), and the answer's `span.name` says what
+    /// it became. INVALID_ENDPOINT when empty or, renamed, longer than `max_name_bytes`.
+    #[schema(value_type = String, example = "SELECT orders")]
+    span_name: Option<Value>,
+    /// The span's `http.route` attribute, if it has one (with `spans.use_http_route` the span
+    /// is named `METHOD route`).
+    #[schema(value_type = Option<String>, example = "/users/:id")]
+    http_route: Option<Value>,
+    /// The span's `http.request.method` (or `http.method`) attribute, if it has one.
+    #[schema(value_type = Option<String>, example = "GET")]
+    http_method: Option<Value>,
+    /// When the span started: as `startTimeUnixNano` of a check.
+    #[schema(value_type = String, example = "1764050000000000000")]
+    start_time_unix_nano: Option<Value>,
+    /// How long the span took, in milliseconds: as `durationMs` of a check.
+    #[schema(value_type = f64, example = 1400.0)]
+    duration_ms: Option<Value>,
+}
+
+/// Up to `checker.max_batch_items` checks; an item with a `spanName` is a span check.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct BatchRequest {
-    #[schema(value_type = Vec<CheckRequest>)]
+    #[schema(value_type = Vec<BatchItem>)]
     items: Option<Vec<Value>>,
+}
+
+/// A batch item: a check, or a span check (an object with `spanName`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Only the OpenAPI schema: items are read as raw JSON (see `check_batch`).
+pub(crate) enum BatchItem {
+    Check(CheckRequest),
+    Span(SpanCheckRequest),
+}
+
+/// The span a span check judged.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SpanBody {
+    #[schema(example = "orders-db")]
+    service: String,
+    /// The name its baseline is kept under, after the `spans:` rules.
+    #[schema(example = "GET /users/{id}")]
+    name: String,
+    /// The name as sent, when the rules changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "GET /users/123")]
+    sent_name: Option<String>,
 }
 
 /// The verdict for one check, with the numbers it was decided on.
@@ -110,6 +162,9 @@ pub(crate) struct CheckResponse {
     /// The entry of `overrides` that applied to this key; null when none did.
     #[schema(required = true)]
     r#override: Option<OverrideBody>,
+    /// For a span check, the span judged; absent from root checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span: Option<SpanBody>,
 }
 
 /// A baseline level.
@@ -277,6 +332,19 @@ struct ValidCheck {
     key: BaselineKey,
     duration: DurationMs,
     bucket: Bucket,
+    /// Set for a span check: its key is in the span key space.
+    span: Option<SpanBody>,
+}
+
+impl ValidCheck {
+    /// The cache of the check's key space.
+    fn cache<'s>(&self, state: &'s AppState) -> &'s crate::cache::BaselineCache {
+        if self.span.is_some() {
+            &state.span_cache
+        } else {
+            &state.cache
+        }
+    }
 }
 
 #[utoipa::path(
@@ -299,7 +367,31 @@ pub(crate) async fn check(
 ) -> Result<Json<CheckResponse>, ApiError> {
     let now = Now::read();
     let valid = validate(request, &state, now)?;
-    let baseline = state.cache.get(&valid.key).await?;
+    let baseline = valid.cache(&state).get(&valid.key).await?;
+    Ok(Json(judge(&state, &valid, baseline, now)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/anomaly/check/span",
+    tag = "check",
+    request_body = SpanCheckRequest,
+    responses(
+        (status = 200, description = "The verdict on the span, against its span baseline; `span` names it", body = CheckResponse),
+        (status = 400, description = "A field is missing or invalid (INVALID_SERVICE, INVALID_ENDPOINT for spanName, INVALID_START_TIME, INVALID_DURATION, INVALID_BODY, MALFORMED_JSON)", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 413, description = "The body is larger than checker.limits.max_body_bytes", body = ErrorBody),
+        (status = 415, description = "The body is not sent as application/json", body = ErrorBody),
+        (status = 503, description = "Redis cannot be reached (REDIS_UNAVAILABLE) or the service is overloaded (OVERLOADED, TIMEOUT); retry after Retry-After seconds", body = ErrorBody),
+    )
+)]
+pub(crate) async fn check_span(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SpanCheckRequest>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let now = Now::read();
+    let valid = validate_span(request, &state, now)?;
+    let baseline = valid.cache(&state).get(&valid.key).await?;
     Ok(Json(judge(&state, &valid, baseline, now)))
 }
 
@@ -347,28 +439,41 @@ pub(crate) async fn check_batch(
                     "each item must be a JSON object",
                 ));
             }
-            let request = CheckRequest::deserialize(item)
-                .map_err(|e| ApiError::new(ErrorCode::InvalidItem, e.to_string()))?;
-            validate(request, &state, now)
+            let invalid = |e: serde_json::Error| ApiError::new(ErrorCode::InvalidItem, e.to_string());
+            if item.get("spanName").is_some() {
+                validate_span(SpanCheckRequest::deserialize(item).map_err(invalid)?, &state, now)
+            } else {
+                validate(CheckRequest::deserialize(item).map_err(invalid)?, &state, now)
+            }
         })
         .collect();
 
-    // Distinct keys in first-seen order, so each is looked up (and fetched) once.
-    let mut index: HashMap<&BaselineKey, usize> = HashMap::new();
-    let mut keys: Vec<BaselineKey> = Vec::new();
+    // Distinct keys of each key space in first-seen order, so each is looked up (and fetched)
+    // once.
+    let mut index: HashMap<(bool, &BaselineKey), usize> = HashMap::new();
+    let mut keys: [Vec<BaselineKey>; 2] = Default::default();
     for check in checks.iter().flatten() {
-        index.entry(&check.key).or_insert_with(|| {
+        let space = check.span.is_some();
+        index.entry((space, &check.key)).or_insert_with(|| {
+            let keys = &mut keys[usize::from(space)];
             keys.push(check.key.clone());
             keys.len() - 1
         });
     }
-    let baselines = state.cache.get_many(&keys).await?;
+    let (roots, spans) = tokio::try_join!(
+        state.cache.get_many(&keys[0]),
+        state.span_cache.get_many(&keys[1])
+    )?;
+    let baselines = [roots, spans];
 
     let results = checks
         .iter()
         .map(|check| match check {
             Ok(valid) => {
-                let baseline = index.get(&valid.key).and_then(|&i| baselines[i].clone());
+                let space = valid.span.is_some();
+                let baseline = index
+                    .get(&(space, &valid.key))
+                    .and_then(|&i| baselines[usize::from(space)][i].clone());
                 BatchResult::Checked(Box::new(judge(&state, valid, baseline, now)))
             }
             Err(e) => BatchResult::Failed(e.body()),
@@ -392,8 +497,82 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
         NameField::Endpoint,
         limits,
     )?;
-    let start = timestamp(request.start_time_unix_nano.as_ref(), limits, now)?;
-    let duration = match &request.duration_ms {
+    keyed(
+        service,
+        endpoint,
+        request.start_time_unix_nano.as_ref(),
+        request.duration_ms.as_ref(),
+        None,
+        state,
+        now,
+    )
+}
+
+/// Validates a span check as [`validate`] does a check; the span's name goes through the
+/// `spans:` rules first, so it finds the key the ingester stored the span under.
+fn validate_span(
+    request: SpanCheckRequest,
+    state: &AppState,
+    now: Now,
+) -> Result<ValidCheck, ApiError> {
+    let limits = &state.limits;
+    let service = name(
+        request.service_name,
+        "serviceName",
+        NameField::Service,
+        limits,
+    )?;
+    // The name as sent may be longer than the limit when a rule shortens it; the limit holds
+    // for the name it becomes.
+    let sent = NameRules::new(NameRules::MAX_BYTES_LIMIT)
+        .unwrap_or(limits.names)
+        .parse_json(NameField::Endpoint, "spanName", request.span_name.as_ref())
+        .map_err(key_error)?;
+    let route = optional_string(request.http_route.as_ref(), "httpRoute")?;
+    let method = optional_string(request.http_method.as_ref(), "httpMethod")?;
+    let named = state.spans.name(sent, route, method);
+    let span = SpanBody {
+        service: service.clone(),
+        name: named.name.to_string(),
+        sent_name: (named.name != sent).then(|| sent.to_owned()),
+    };
+    let span_name = span.name.clone();
+    keyed(
+        service,
+        span_name,
+        request.start_time_unix_nano.as_ref(),
+        request.duration_ms.as_ref(),
+        Some(span),
+        state,
+        now,
+    )
+}
+
+/// An optional string field: absent or null is `None`; anything but a string is INVALID_BODY.
+fn optional_string<'a>(value: Option<&'a Value>, wire: &str) -> Result<Option<&'a str>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("{wire} must be a string"),
+        )),
+    }
+}
+
+/// The rest of a check's validation, after the names: the start, the duration, the key.
+fn keyed(
+    service: String,
+    endpoint: String,
+    start: Option<&Value>,
+    duration: Option<&Value>,
+    span: Option<SpanBody>,
+    state: &AppState,
+    now: Now,
+) -> Result<ValidCheck, ApiError> {
+    let limits = &state.limits;
+    let start = timestamp(start, limits, now)?;
+    let duration = match duration {
         None => Err(ApiError::new(
             ErrorCode::InvalidDuration,
             "durationMs is missing",
@@ -402,6 +581,8 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
             .map_err(|e| ApiError::new(ErrorCode::InvalidDuration, e.to_string())),
     }?;
     let bucket = state.bucketer.bucket(start.to_datetime());
+    // The names of a check passed the rule already (a span's name is checked here, after its
+    // renaming), and the hour comes from a clock.
     let key = BaselineKey::with_rules(
         service,
         endpoint,
@@ -409,12 +590,12 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
         bucket.day_type,
         limits.names,
     )
-    // Both names passed the rule already and the hour comes from a clock.
     .map_err(key_error)?;
     Ok(ValidCheck {
         key,
         duration,
         bucket,
+        span,
     })
 }
 
@@ -490,8 +671,12 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
         text.push_str(&format!(" ({})", parts.join(", ")));
         text
     });
+    let subject = match &check.span {
+        Some(_) => format!("span {} {}", key.service(), key.endpoint()),
+        None => format!("{} {}", key.service(), key.endpoint()),
+    };
     let reason = verdict.reason(&ReasonContext {
-        subject: format!("{} {}", key.service(), key.endpoint()),
+        subject,
         bucket: description.to_owned(),
         baseline_age_ms: verdict
             .baseline
@@ -538,5 +723,6 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
             service: a.over.service.clone(),
             endpoint: a.over.endpoint.clone(),
         }),
+        span: check.span.clone(),
     }
 }

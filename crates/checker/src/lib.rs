@@ -153,6 +153,7 @@ pub fn app(config: &Config) -> anyhow::Result<Router> {
     let api = Router::new()
         .route("/v1/anomaly/check", post(check::check))
         .route("/v1/anomaly/check/batch", post(check::check_batch))
+        .route("/v1/anomaly/check/span", post(check::check_span))
         .route("/v1/baseline", get(baseline::get_baseline))
         .route("/v1/keys", get(keys::list_keys))
         .route("/v1/services", get(keys::list_services))

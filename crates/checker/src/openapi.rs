@@ -8,8 +8,8 @@ use utoipa::OpenApi;
 
 use crate::baseline::{BaselineResponse, BucketRange, KeyBody};
 use crate::check::{
-    BaselineBody, BatchRequest, BatchResponse, BatchResult, BoundName, BucketBody, CheckRequest,
-    CheckResponse, CheckStatus, DayTypeBody,
+    BaselineBody, BatchItem, BatchRequest, BatchResponse, BatchResult, BoundName, BucketBody,
+    CheckRequest, CheckResponse, CheckStatus, DayTypeBody, SpanBody, SpanCheckRequest,
 };
 use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
 
@@ -24,12 +24,16 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
     paths(
         crate::check::check,
         crate::check::check_batch,
+        crate::check::check_span,
         crate::baseline::get_baseline,
         crate::keys::list_keys,
         crate::keys::list_services
     ),
     components(schemas(
         CheckRequest,
+        SpanCheckRequest,
+        SpanBody,
+        BatchItem,
         BatchRequest,
         CheckResponse,
         CheckStatus,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anomaly_core::{Bucketer, DayType, NameRules, Overrides, StatsConfig, TimeConfig};
+use anomaly_core::{Bucketer, DayType, NameRules, Overrides, SpanRules, StatsConfig, TimeConfig};
 use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::Store;
 
@@ -18,6 +18,10 @@ pub(crate) struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cache: BaselineCache,
+    /// The same over span baselines (the store's span key space).
+    pub(crate) span_cache: BaselineCache,
+    /// `spans:`, compiled: how a span's name becomes its key, as the ingester does it.
+    pub(crate) spans: SpanRules,
     pub(crate) bucketer: Bucketer,
     /// [`Bucketer::describe`] of every bucket, computed once: weekday hours 0-23, then weekend.
     descriptions: Vec<String>,
@@ -45,6 +49,12 @@ impl AppState {
         let mut builder = MetricsBuilder::new();
         let checks = CheckerMetrics::register(&mut builder, config.service.max_service_labels);
         let metrics = builder.freeze();
+        let span_cache = BaselineCache::new(
+            store.spans(),
+            &config.service.cache,
+            checks.clone(),
+            metrics.common.clone(),
+        );
         let cache = BaselineCache::new(
             store,
             &config.service.cache,
@@ -60,6 +70,8 @@ impl AppState {
             .collect();
         Ok(AppState(Arc::new(Inner {
             cache,
+            span_cache,
+            spans: config.common.span_rules()?,
             bucketer,
             descriptions,
             time,

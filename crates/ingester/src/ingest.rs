@@ -4,19 +4,25 @@ use std::ops::AddAssign;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anomaly_core::{Bucketer, NameRules};
+use anomaly_core::spans::Renamed;
+use anomaly_core::{BaselineKey, Bucketer, NameRules, SpanKind, SpanRules, UnixNanos};
 use anomaly_runtime::error::ErrorCode;
 use anomaly_runtime::telemetry::LogEvery;
-use anomaly_store::{IngestItem, IngestSettings, Store, StoreError};
+use anomaly_store::{
+    IngestItem, IngestSettings, SpanItem, SpanSettings, Store, StoreError,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use serde_json::Value;
 
-use crate::metrics::{IngestMetrics, Source, Transport};
+use crate::metrics::{IngestMetrics, Source, SpanOutcome};
 use crate::otlp::ChildSpan;
 use crate::trace::{self, IgnoreRules, ItemError, Parsed};
 
 /// The key cap's warning, at most every 10 s (per process: every batch over the cap would
 /// repeat it).
 static KEY_CAP_WARNING: LogEvery = LogEvery::new(Duration::from_secs(10));
+/// The same for the span key cap.
+static SPAN_CAP_WARNING: LogEvery = LogEvery::new(Duration::from_secs(10));
 
 /// What one batch of traces did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +49,18 @@ impl AddAssign<&BatchReport> for BatchReport {
     }
 }
 
+/// The rules samples are held to before they are stored.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestRules {
+    pub bucketer: Bucketer,
+    /// `ingester.ignore`, for roots.
+    pub ignore: IgnoreRules,
+    /// `max_name_bytes`: the checker's limit, so no window is kept for a name it would refuse.
+    pub names: NameRules,
+    /// `spans:`, for span baselines.
+    pub spans: SpanRules,
+}
+
 /// Validation and storage of traces; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Ingest {
@@ -50,26 +68,50 @@ pub(crate) struct Ingest {
     settings: IngestSettings,
     bucketer: Bucketer,
     ignore: Arc<IgnoreRules>,
-    /// `max_name_bytes`: the checker's limit, so no window is kept for a name it would refuse.
     names: NameRules,
+    spans: SpanRules,
     metrics: IngestMetrics,
+}
+
+/// What the span hook did with one batch of spans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SpanReport {
+    /// By [`SpanOutcome`], in the order of [`SpanOutcome::ALL`].
+    pub counts: [u64; 6],
+}
+
+impl SpanReport {
+    pub(crate) fn get(&self, outcome: SpanOutcome) -> u64 {
+        self.counts[outcome as usize]
+    }
+
+    fn add(&mut self, outcome: SpanOutcome, n: u64) {
+        self.counts[outcome as usize] += n;
+    }
+}
+
+/// A string attribute of a span, when present and a non-empty string.
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
 }
 
 impl Ingest {
     pub(crate) fn new(
         store: Store,
         settings: IngestSettings,
-        bucketer: Bucketer,
-        ignore: IgnoreRules,
-        names: NameRules,
+        rules: IngestRules,
         metrics: IngestMetrics,
     ) -> Self {
         Ingest {
             store,
             settings,
-            bucketer,
-            ignore: Arc::new(ignore),
-            names,
+            bucketer: rules.bucketer,
+            ignore: Arc::new(rules.ignore),
+            names: rules.names,
+            spans: rules.spans,
             metrics,
         }
     }
@@ -163,15 +205,109 @@ impl Ingest {
         Ok(report)
     }
 
-    /// The span hook: valid non-root spans received over OTLP, called before the request is
-    /// acknowledged (so a store error here is the client's 503 too). Span baselines will keep
-    /// them; until then they are only counted (`anomaly_otlp_spans_total{outcome="child"}`).
+    /// The span hook: valid non-root spans (received over OTLP, or fetched from Tempo with
+    /// `ingester.tempo.fetch_spans`), called before the request is acknowledged (so a store
+    /// error here is the client's 503 too). Spans of the kinds in `spans.kinds` are renamed by
+    /// the `spans:` rules, bucketed by their own start, and stored in the span key space,
+    /// deduplicated per span; every span is counted by outcome in
+    /// `anomaly_span_samples_total`.
     pub(crate) async fn child_spans(
         &self,
-        _transport: Transport,
-        _spans: &[ChildSpan<'_>],
-    ) -> Result<(), StoreError> {
-        Ok(())
+        source: Source,
+        spans: &[ChildSpan<'_>],
+    ) -> Result<SpanReport, StoreError> {
+        let mut report = SpanReport::default();
+        if !self.spans.enabled() || spans.is_empty() {
+            return Ok(report);
+        }
+        let mut items = Vec::with_capacity(spans.len());
+        let mut renamed: Vec<(Renamed, u64)> = Vec::new();
+        for child in spans {
+            match self.span_item(child) {
+                Ok((item, how)) => {
+                    if how != Renamed::No {
+                        match renamed.iter_mut().find(|(r, _)| *r == how) {
+                            Some((_, n)) => *n += 1,
+                            None => renamed.push((how, 1)),
+                        }
+                    }
+                    items.push(item);
+                }
+                Err(outcome) => report.add(outcome, 1),
+            }
+        }
+        let settings = SpanSettings {
+            window_size: self.settings.window_size,
+            dedup_ttl: self.settings.dedup_ttl,
+            retention: self.settings.retention,
+            max_keys_per_service: self.spans.max_keys_per_service(),
+        };
+        let (stored, _) = self.store.ingest_spans(&items, &settings).await?;
+        report.add(SpanOutcome::Accepted, stored.accepted);
+        report.add(SpanOutcome::Duplicate, stored.duplicates);
+        report.add(SpanOutcome::OverCardinality, stored.over_cardinality);
+        for outcome in SpanOutcome::ALL {
+            self.metrics
+                .span_samples(source, outcome, report.get(outcome));
+        }
+        for (how, n) in renamed {
+            let rule = match how {
+                Renamed::HttpRoute => "http_route".to_owned(),
+                Renamed::Rewrite(i) => format!("normalize[{i}]"),
+                Renamed::No => continue,
+            };
+            self.metrics.span_renamed(&rule, n);
+        }
+        if stored.over_cardinality > 0 && SPAN_CAP_WARNING.ready() {
+            tracing::warn!(
+                source = source.as_str(),
+                dropped = stored.over_cardinality,
+                max_keys_per_service = self.spans.max_keys_per_service(),
+                "spans for new span keys dropped: a service reached spans.max_keys_per_service; \
+                 add a spans.normalize rule for names with IDs in them, or spans.ignore \
+                 (logged at most every 10s, see \
+                 anomaly_span_samples_total{{outcome=\"over_cardinality\"}})"
+            );
+        }
+        Ok(report)
+    }
+
+    /// One span through the `spans:` rules, or the outcome that dropped it.
+    fn span_item(&self, child: &ChildSpan<'_>) -> Result<(SpanItem, Renamed), SpanOutcome> {
+        let span = child.span;
+        if !self.spans.keeps(SpanKind::from_otlp(span.kind)) {
+            return Err(SpanOutcome::Kind);
+        }
+        let route = string_attribute(&span.attributes, "http.route");
+        let method = string_attribute(&span.attributes, "http.request.method")
+            .or_else(|| string_attribute(&span.attributes, "http.method"));
+        let named = self.spans.name(&span.name, route, method);
+        let start =
+            UnixNanos::new(span.start_time_unix_nano).map_err(|_| SpanOutcome::Invalid)?;
+        let bucket = self.bucketer.bucket(start.to_datetime());
+        let key = BaselineKey::with_rules(
+            child.service,
+            named.name.as_ref(),
+            bucket.hour,
+            bucket.day_type,
+            self.names,
+        )
+        .map_err(|_| SpanOutcome::Invalid)?;
+        if self.spans.ignored(child.service, &named.name) {
+            return Err(SpanOutcome::Ignored);
+        }
+        let span_id = <[u8; 8]>::try_from(span.span_id.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| SpanOutcome::Invalid)?;
+        Ok((
+            SpanItem {
+                trace_id: child.trace_id,
+                span_id,
+                key,
+                duration: child.duration,
+            },
+            named.renamed,
+        ))
     }
 
     /// The rules a sample is held to: time buckets, ignore rules and names, as push and poll

@@ -42,7 +42,7 @@ pub use config::{IgnoreRule, OtlpSection, Section, TempoAuth, TempoSection};
 pub use ingest::BatchReport;
 pub use poller::{PollError, PollOutcome, Poller, WindowReport};
 
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, IngestRules};
 use crate::metrics::IngestMetrics;
 use crate::poller::WindowFetcher;
 use crate::tempo::{TempoClient, TempoStatus};
@@ -84,14 +84,13 @@ impl Ingester {
             max_keys: section.max_keys,
         };
         let ignore = trace::ignore_rules(&section.ignore)?;
-        let ingest = Ingest::new(
-            store.clone(),
-            settings,
-            Bucketer::new(&config.common.time()),
+        let rules = IngestRules {
+            bucketer: Bucketer::new(&config.common.time()),
             ignore,
-            config.common.names,
-            ingest_metrics.clone(),
-        );
+            names: config.common.names,
+            spans: config.common.span_rules()?,
+        };
+        let ingest = Ingest::new(store.clone(), settings, rules, ingest_metrics.clone());
         let tokens = Tokens::load(&section.auth, "ingester")?;
         let otlp = otlp::Receiver::new(
             ingest.clone(),

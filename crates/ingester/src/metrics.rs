@@ -98,6 +98,55 @@ pub struct IngestMetrics {
     pub otlp_spans: Family<OtlpLabels, Counter>,
     /// `anomaly_otlp_requests_total{transport, outcome}`.
     pub otlp_requests: Family<OtlpLabels, Counter>,
+    /// `anomaly_span_samples_total{source, outcome}`: non-root spans offered to span baselines,
+    /// by what became of them (see [`SpanOutcome`]).
+    pub span_samples: Family<TraceLabels, Counter>,
+    /// `anomaly_span_names_rewritten_total{rule}`: span names changed on the way to their key,
+    /// by the rule that changed them (`http_route`, `normalize[i]`).
+    pub span_renames: Family<RuleLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: String,
+}
+
+/// What became of a span offered to span baselines; each rule that drops spans has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanOutcome {
+    Accepted,
+    Duplicate,
+    /// A new key over `spans.max_keys_per_service`.
+    OverCardinality,
+    /// A kind not in `spans.kinds`.
+    Kind,
+    /// Matched `spans.ignore`.
+    Ignored,
+    /// A name (service or span, after renaming) empty or over `max_name_bytes`, or a start
+    /// outside 2000..2100.
+    Invalid,
+}
+
+impl SpanOutcome {
+    pub const ALL: [SpanOutcome; 6] = [
+        SpanOutcome::Accepted,
+        SpanOutcome::Duplicate,
+        SpanOutcome::OverCardinality,
+        SpanOutcome::Kind,
+        SpanOutcome::Ignored,
+        SpanOutcome::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanOutcome::Accepted => "accepted",
+            SpanOutcome::Duplicate => "duplicate",
+            SpanOutcome::OverCardinality => "over_cardinality",
+            SpanOutcome::Kind => "kind",
+            SpanOutcome::Ignored => "ignored",
+            SpanOutcome::Invalid => "invalid",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +180,8 @@ impl IngestMetrics {
             cap_checks: Family::default(),
             otlp_spans: Family::default(),
             otlp_requests: Family::default(),
+            span_samples: Family::default(),
+            span_renames: Family::default(),
         };
         registry.register(
             "ingest_traces",
@@ -201,7 +252,38 @@ impl IngestMetrics {
             "OTLP export requests by transport and outcome (ok, partial, invalid, too_large, unsupported, unauthenticated, overloaded, unavailable)",
             m.otlp_requests.clone(),
         );
+        registry.register(
+            "span_samples",
+            "Non-root spans offered to span baselines, by source and outcome (accepted, duplicate, over_cardinality, kind, ignored, invalid)",
+            m.span_samples.clone(),
+        );
+        registry.register(
+            "span_names_rewritten",
+            "Span names changed on the way to their key, by rule (http_route, normalize[i])",
+            m.span_renames.clone(),
+        );
         m
+    }
+
+    pub fn span_samples(&self, source: Source, outcome: SpanOutcome, n: u64) {
+        if n > 0 {
+            self.span_samples
+                .get_or_create(&TraceLabels {
+                    source: source.as_str().to_owned(),
+                    outcome: outcome.as_str().to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn span_renamed(&self, rule: &str, n: u64) {
+        if n > 0 {
+            self.span_renames
+                .get_or_create(&RuleLabels {
+                    rule: rule.to_owned(),
+                })
+                .inc_by(n);
+        }
     }
 
     pub fn otlp_spans(&self, transport: Transport, outcome: &'static str, n: u64) {

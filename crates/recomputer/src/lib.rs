@@ -218,11 +218,36 @@ impl Recomputer {
         &self.store
     }
 
-    /// Drains the dirty set once: until it is empty or the time budget is spent. A debug span,
-    /// the parent of its batches' Redis operations.
+    /// The same recomputer on the span key space ([`Store::spans`]): span baselines are kept,
+    /// recomputed, listed and pruned exactly as root ones.
+    fn in_spans(&self) -> Recomputer {
+        let mut spans = self.clone();
+        spans.store = self.store.spans();
+        spans.levels.store = spans.store.clone();
+        spans
+    }
+
+    /// Both key spaces: roots, then spans.
+    fn spaces(&self) -> [Recomputer; 2] {
+        [self.clone(), self.in_spans()]
+    }
+
+    /// Drains the dirty sets once, of root and of span baselines side by side: until they are
+    /// empty or the time budget is spent. A debug span, the parent of its batches' Redis
+    /// operations.
     #[tracing::instrument(name = "drain", level = "debug", skip_all, fields(worker = %self.worker))]
     pub async fn drain_once(&self) -> Result<DrainOutcome, StoreError> {
         let started = Instant::now();
+        let spans = self.in_spans();
+        let (mut outcome, spans) =
+            futures::try_join!(self.drain_space(started), spans.drain_space(started))?;
+        outcome += &spans;
+        outcome.budget_exhausted |= spans.budget_exhausted;
+        Ok(outcome)
+    }
+
+    /// Drains this recomputer's key space.
+    async fn drain_space(&self, started: Instant) -> Result<DrainOutcome, StoreError> {
         let mut outcome = DrainOutcome {
             // Keys this process claimed in a drain that failed, then those of dead recomputers.
             recovered: self.store.release_worker(&self.worker).await?
@@ -335,15 +360,17 @@ impl Recomputer {
         &self,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<DrainOutcome, StoreError> {
-        let mut cursor = 0;
         let mut total = 0u64;
-        loop {
-            let (next, keys) = self.store.scan_keys(cursor, 1000).await?;
-            total += keys.len() as u64;
-            self.store.mark_dirty(&keys).await?;
-            cursor = next;
-            if cursor == 0 {
-                break;
+        for space in self.spaces() {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = space.store.scan_keys(cursor, 1000).await?;
+                total += keys.len() as u64;
+                space.store.mark_dirty(&keys).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
         progress(0, total);
@@ -354,7 +381,7 @@ impl Recomputer {
         loop {
             let step = forced.drain_once().await?;
             outcome += &step;
-            let left = self.store.dirty_len().await?;
+            let left = self.dirty_len().await?;
             progress(total.saturating_sub(left), total);
             if left == 0 && !step.budget_exhausted {
                 return Ok(outcome);
@@ -367,8 +394,18 @@ impl Recomputer {
     }
 
     /// Sweeps `keyIndex` of keys whose window expired, then `keyEndpoints` of endpoints none
-    /// of whose windows exists.
+    /// of whose windows exists; in both key spaces.
     pub async fn prune_once(&self) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        for space in self.spaces() {
+            let p = space.prune_space().await?;
+            pruned.keys += p.keys;
+            pruned.endpoints += p.endpoints;
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_space(&self) -> Result<Pruned, StoreError> {
         let mut cursor = 0;
         let mut pruned = Pruned::default();
         loop {
@@ -392,13 +429,26 @@ impl Recomputer {
         }
     }
 
-    /// Hands this worker's claimed keys back (graceful stop).
+    /// Hands this worker's claimed keys back (graceful stop), in both key spaces.
     pub async fn release(&self) -> Result<u64, StoreError> {
-        self.store.release_worker(&self.worker).await
+        let mut released = 0;
+        for space in self.spaces() {
+            released += space.store.release_worker(&self.worker).await?;
+        }
+        Ok(released)
+    }
+
+    /// Keys awaiting recompute, in both key spaces.
+    pub async fn dirty_len(&self) -> Result<u64, StoreError> {
+        let mut len = 0;
+        for space in self.spaces() {
+            len += space.store.dirty_len().await?;
+        }
+        Ok(len)
     }
 
     async fn refresh_backlog(&self) {
-        match self.store.dirty_len().await {
+        match self.dirty_len().await {
             Ok(n) => {
                 self.metrics.backlog.set(n as i64);
             }

@@ -173,7 +173,7 @@ impl Receiver {
             .await
             .map_err(ExportError::Unavailable)?;
         self.ingest
-            .child_spans(transport, &converted.children)
+            .child_spans(source, &converted.children)
             .await
             .map_err(ExportError::Unavailable)?;
 

@@ -10,6 +10,7 @@ mod fallback;
 mod keys;
 mod names;
 mod partition;
+mod spans;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

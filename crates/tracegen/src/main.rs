@@ -29,8 +29,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve generated traffic through a fake Tempo search API (`/api/search`, `/ready`): a
-    /// history at start, then new traces as time passes.
+    /// Serve generated traffic through a fake Tempo (`/api/search`, `/api/traces/{id}`,
+    /// `/ready`): a history at start, then new traces as time passes.
     ServeTempo {
         #[arg(long, default_value = "127.0.0.1:3200")]
         listen: SocketAddr,
@@ -53,6 +53,9 @@ enum Command {
         /// (v2.6 and later: 400 `limit 500 exceeds max limit N`).
         #[arg(long, value_enum, default_value_t = CapBehaviour::Clamp, requires = "max_limit")]
         max_limit_behaviour: CapBehaviour,
+        /// Spans of each trace served by `/api/traces/{id}` (the root and its children).
+        #[arg(long, value_name = "N", default_value_t = tracegen::otlp::DEFAULT_SPANS_PER_TRACE, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+        spans_per_trace: usize,
         #[command(flatten)]
         traffic: TrafficArgs,
     },
@@ -240,13 +243,20 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
             tick,
             max_limit,
             max_limit_behaviour,
+            spans_per_trace,
             traffic,
         } => {
             let cap = max_limit.map(|n| match max_limit_behaviour {
                 CapBehaviour::Clamp => LimitCap::Clamp(n),
                 CapBehaviour::Reject => LimitCap::Reject(n),
             });
-            serve_tempo(listen, v3, history, empty, tick, cap, &traffic).await
+            let tempo = FakeTempo::new();
+            if v3 {
+                tempo.set_mode(Mode::V3);
+            }
+            tempo.set_max_limit(cap);
+            tempo.set_spans_per_trace(spans_per_trace);
+            serve_tempo(tempo, listen, history, empty, tick, &traffic).await
         }
         Command::Push {
             url,
@@ -340,20 +350,15 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// Serves `tempo` (mode and cap already set) with generated traffic.
 async fn serve_tempo(
+    tempo: FakeTempo,
     listen: SocketAddr,
-    v3: bool,
     history: Duration,
     empty: bool,
     tick: Duration,
-    cap: Option<LimitCap>,
     traffic: &TrafficArgs,
 ) -> anyhow::Result<()> {
-    let tempo = FakeTempo::new();
-    if v3 {
-        tempo.set_mode(Mode::V3);
-    }
-    tempo.set_max_limit(cap);
     let feed = if empty {
         None
     } else {

@@ -1,5 +1,6 @@
-//! A fake Grafana Tempo search API (`GET /api/search`, `/ready`, `/api/echo`) over an in-memory,
-//! mutable set of traces, for tests of the ingester's poller.
+//! A fake Grafana Tempo (`GET /api/search`, trace by ID `GET /api/traces/{id}` and, as v3,
+//! `/api/v2/traces/{id}`, `/ready`, `/api/echo`) over an in-memory, mutable set of traces, for
+//! tests of the ingester's poller and of trace fetching (trace by ID is in `tempo/by_id.rs`).
 //!
 //! It behaves like the real servers recorded in `testdata/tempo/` (v2.0.1 and v3.0.3):
 //! - `start`/`end` are unix seconds, both or neither; RFC3339, one without the other,
@@ -27,6 +28,8 @@
 //! requests, until cleared, or after N more successes; delays; malformed or truncated JSON.
 //! Every search request is logged ([`FakeTempo::requests`]).
 
+mod by_id;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,8 +41,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+
+pub use by_id::{SpanFn, SpanSource, TraceRequest};
 
 /// The service name Tempo reports while a trace's root span has not arrived.
 pub const PARTIAL_ROOT: &str = "<root span not yet received>";
@@ -212,6 +218,16 @@ struct Shared {
     fail_after: Option<(usize, Fault)>,
     delay: Duration,
     requests: Vec<SearchRequest>,
+    /// Trace by ID: spans loaded per trace (32 lower-case hex digits), and how spans are made
+    /// for a listed trace that has none.
+    spans: HashMap<String, Vec<ResourceSpans>>,
+    span_source: Option<SpanSource>,
+    spans_per_trace: Option<usize>,
+    max_bytes_per_trace: Option<usize>,
+    trace_faults: VecDeque<Fault>,
+    sticky_trace_fault: Option<Fault>,
+    trace_delay: Duration,
+    trace_requests: Vec<TraceRequest>,
 }
 
 /// The fake Tempo; cheap to clone, all clones share one state.
@@ -286,6 +302,9 @@ impl FakeTempo {
             .route("/ready", get(ready))
             .route("/api/echo", get(|| async { text(StatusCode::OK, "echo") }))
             .route("/status/config", get(status_config))
+            .route("/api/traces/{id}", get(by_id::trace_v1))
+            .route("/api/v2/traces/{id}", get(by_id::trace_v2))
+            .fallback(|| async { by_id::page_not_found() })
             .with_state(self.clone())
     }
 
@@ -317,6 +336,9 @@ impl FakeTempo {
 
     pub fn remove(&self, trace_id: &str) {
         let mut s = self.lock();
+        if let Ok(id) = by_id::parse_trace_id(trace_id) {
+            s.spans.remove(&id);
+        }
         if s.index.remove(trace_id).is_some() {
             s.traces.retain(|t| t.trace_id != trace_id);
             let positions = s
@@ -333,6 +355,70 @@ impl FakeTempo {
         let mut s = self.lock();
         s.traces.clear();
         s.index.clear();
+        s.spans.clear();
+    }
+
+    /// Loads spans for trace by ID (OTLP, any number of traces, grouped by resource as sent):
+    /// each trace's spans are added to those it has, and search lists the trace as its root
+    /// span says (or as partial while there is none), as Tempo does when spans arrive.
+    pub fn load_spans(&self, resource_spans: Vec<ResourceSpans>) {
+        for (id, mut groups) in by_id::spans_by_trace(resource_spans) {
+            let listed = {
+                let mut s = self.lock();
+                let all = s.spans.entry(id.clone()).or_default();
+                all.append(&mut groups);
+                by_id::listing(&id, all)
+            };
+            if let Some(trace) = listed {
+                self.upsert(trace);
+            }
+        }
+    }
+
+    /// The spans trace by ID answers with for `trace_id` (any case, leading zeros or not):
+    /// those loaded, else the span source's for a listed trace, else `None` (not found).
+    pub fn spans_of(&self, trace_id: &str) -> Option<Vec<ResourceSpans>> {
+        let id = by_id::parse_trace_id(trace_id).ok()?;
+        let (listed, source, per_trace) = {
+            let s = self.lock();
+            if let Some(spans) = s.spans.get(&id) {
+                return Some(spans.clone());
+            }
+            let listed = s
+                .traces
+                .iter()
+                .find(|t| by_id::parse_trace_id(&t.trace_id).is_ok_and(|t| t == id))
+                .cloned()?;
+            (listed, s.span_source.clone(), s.spans_per_trace)
+        };
+        let spans = match source {
+            Some(source) => (source.0)(&listed),
+            None => by_id::generated_spans(
+                &listed,
+                per_trace.unwrap_or(crate::otlp::DEFAULT_SPANS_PER_TRACE),
+            ),
+        };
+        Some(spans).filter(|s| {
+            s.iter()
+                .any(|r| r.scope_spans.iter().any(|s| !s.spans.is_empty()))
+        })
+    }
+
+    /// How spans are made for listed traces that were given none (default: tracegen's OTLP
+    /// shape, [`FakeTempo::set_spans_per_trace`] spans).
+    pub fn set_span_source(&self, source: Option<SpanSource>) {
+        self.lock().span_source = source;
+    }
+
+    /// Spans per generated trace for trace by ID (default 10: the root and nine children).
+    pub fn set_spans_per_trace(&self, spans: usize) {
+        self.lock().spans_per_trace = Some(spans.max(1));
+    }
+
+    /// Tempo v3's `max_bytes_per_trace` (on the protobuf size): over it `/api/traces` is 422 and
+    /// `/api/v2/traces` returns the trace marked `PARTIAL`. `None`: no limit.
+    pub fn set_max_bytes_per_trace(&self, max: Option<usize>) {
+        self.lock().max_bytes_per_trace = max;
     }
 
     pub fn len(&self) -> usize {
@@ -422,6 +508,31 @@ impl FakeTempo {
         s.next_faults.clear();
         s.sticky_fault = None;
         s.fail_after = None;
+        s.trace_faults.clear();
+        s.sticky_trace_fault = None;
+    }
+
+    /// The next `n` trace-by-ID requests fail with `fault` (searches are not affected).
+    pub fn fail_next_lookups(&self, n: usize, fault: Fault) {
+        let mut s = self.lock();
+        s.trace_faults.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Every trace-by-ID request fails with `fault` until [`FakeTempo::clear_faults`].
+    pub fn fail_lookups_until_cleared(&self, fault: Fault) {
+        self.lock().sticky_trace_fault = Some(fault);
+    }
+
+    /// Every trace-by-ID answer waits this long first.
+    pub fn set_lookup_delay(&self, delay: Duration) {
+        self.lock().trace_delay = delay;
+    }
+
+    fn take_trace_fault(&self) -> Option<Fault> {
+        let mut s = self.lock();
+        s.trace_faults
+            .pop_front()
+            .or_else(|| s.sticky_trace_fault.clone())
     }
 
     /// Every response waits this long first.
@@ -436,7 +547,14 @@ impl FakeTempo {
     }
 
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut s = self.lock();
+        s.requests.clear();
+        s.trace_requests.clear();
+    }
+
+    /// Every trace-by-ID request so far.
+    pub fn trace_requests(&self) -> Vec<TraceRequest> {
+        self.lock().trace_requests.clone()
     }
 
     fn take_fault(&self) -> Option<Fault> {

@@ -236,11 +236,12 @@ fn labelled(content_type: Option<&str>) -> Option<Body> {
     }
 }
 
-/// Whether a body can only be JSON: its first non-blank byte is `{`. A protobuf `Trace` starts
-/// with field 1 (`0x0a`, a blank in JSON, hence "non-blank"), and `{` (0x7b) would be field 15
-/// as a group start, which no trace message has.
+/// Whether a body starts like JSON: `{` after JSON blanks. Only a hint: a protobuf body starts
+/// with field 1 (`0x0a`, a JSON blank) and its length may well be 123 (`{`).
 fn looks_like_json(body: &[u8]) -> bool {
-    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{')
 }
 
 /// One trace-by-ID answer read: `Ok(None)` for Tempo's "not found" answers, an error for any
@@ -262,19 +263,27 @@ pub fn parse_trace_response(
         _ => return Err(response.clone().into_error()),
     }
     let body = &response.body[..];
-    let encoding = match labelled(response.content_type.as_deref()) {
-        // A JSON body labelled protobuf (or the reverse) is read for what it is.
-        Some(Body::Protobuf) if looks_like_json(body) => Body::Json,
-        Some(Body::Json) if !body.is_empty() && !looks_like_json(body) => Body::Protobuf,
+    // The label decides what is tried first; a body it does not fit (a JSON body labelled
+    // protobuf by a proxy, say) is tried as the other encoding before it is refused.
+    let first = match labelled(response.content_type.as_deref()) {
         Some(label) => label,
         None if looks_like_json(body) => Body::Json,
         None => Body::Protobuf,
     };
-    let trace = match encoding {
+    let decode = |encoding| match encoding {
         Body::Protobuf => decode_tempo_protobuf(api, body),
         Body::Json => decode_tempo_json(body),
-    }
-    .map_err(TempoError::Malformed)?;
+    };
+    let trace = match decode(first) {
+        Ok(trace) => trace,
+        Err(e) => {
+            let other = match first {
+                Body::Protobuf => Body::Json,
+                Body::Json => Body::Protobuf,
+            };
+            decode(other).map_err(|_| TempoError::Malformed(e))?
+        }
+    };
     Ok((trace.span_count() > 0).then_some(trace))
 }
 
@@ -542,4 +551,304 @@ fn any_value(v: &Value) -> Option<Value> {
         Value::Object(_) => json!({"kvlistValue": {"values": flat_attributes(Some(v))}}),
         Value::Null => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    use super::*;
+
+    fn traces_dir(version: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/tempo")
+            .join(version)
+            .join("traces")
+    }
+
+    /// One recording: its URL, status, `Content-Type` and body.
+    fn recording(dir: &Path, stem: &str) -> (String, TempoResponse) {
+        let url = std::fs::read_to_string(dir.join(format!("{stem}.url"))).unwrap();
+        let headers = std::fs::read_to_string(dir.join(format!("{stem}.headers"))).unwrap();
+        let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let content_type = headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_owned())
+        });
+        let body = std::fs::read(dir.join(format!("{stem}.pb")))
+            .or_else(|_| std::fs::read(dir.join(format!("{stem}.json"))))
+            .unwrap();
+        (
+            url.trim().to_owned(),
+            TempoResponse {
+                status,
+                content_type,
+                body,
+            },
+        )
+    }
+
+    /// The spans pushed to Tempo (OTLP/JSON, hex IDs), by (trace ID, span ID).
+    fn pushed(dir: &Path) -> HashMap<(Vec<u8>, Vec<u8>), (String, Span)> {
+        let mut out = HashMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().ends_with(".otlp.json") {
+                continue;
+            }
+            let request = crate::otlp::decode_json(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for resource in request.resource_spans {
+                let service = service_name(&resource);
+                for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                    out.insert(
+                        (span.trace_id.clone(), span.span_id.clone()),
+                        (service.clone(), span),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn service_name(resource: &ResourceSpans) -> String {
+        resource
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default()
+    }
+
+    /// The parts of a span Tempo must give back as pushed; attributes sorted, since Tempo does
+    /// not keep their order.
+    fn essence(span: &Span) -> String {
+        let mut attributes: Vec<String> = span
+            .attributes
+            .iter()
+            .map(|kv| format!("{}={:?}", kv.key, kv.value))
+            .collect();
+        attributes.sort();
+        let links: Vec<_> = span
+            .links
+            .iter()
+            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+            .collect();
+        format!(
+            "{} {} parent={} {:?} kind={} {}..{} {attributes:?} events={} links={links:?} status={:?}",
+            hex(&span.trace_id),
+            hex(&span.span_id),
+            hex(&span.parent_span_id),
+            span.name,
+            span.kind,
+            span.start_time_unix_nano,
+            span.end_time_unix_nano,
+            span.events.len(),
+            span.status.as_ref().map(|s| s.code).unwrap_or_default(),
+        )
+    }
+
+    /// Every recorded trace-by-ID answer of both versions: each 200 with spans gives back
+    /// exactly the spans pushed (IDs, parents, times, attributes, links, status), whatever its
+    /// encoding (protobuf, Tempo's base64 JSON, v3's `/api/v2` wrapper and LLM shape); each
+    /// not-found answer (v2 `trace not found`, v3's empty 404, v3 `/api/v2`'s empty trace) is
+    /// `None`; each error is a status that is not retried.
+    #[test]
+    fn every_recorded_trace_by_id_answer_is_handled() {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for version in ["v2.0.1", "v3.0.3"] {
+            let dir = traces_dir(version);
+            let pushed = pushed(&dir);
+            let mut stems: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| {
+                    let name = e.unwrap().file_name().into_string().unwrap();
+                    name.strip_suffix(".url").map(str::to_owned)
+                })
+                .collect();
+            stems.sort();
+            assert!(stems.len() >= 49, "{version}: {} recordings", stems.len());
+            for stem in stems {
+                let (url, response) = recording(&dir, &stem);
+                let name = format!("{version}/{stem} ({url})");
+                let api = if url.starts_with("/api/v2/") {
+                    TraceApi::V2
+                } else {
+                    TraceApi::V1
+                };
+                let result = parse_trace_response(api, &response);
+                match (response.status, result) {
+                    (200, Ok(Some(trace))) => {
+                        let id = url
+                            .split('/')
+                            .next_back()
+                            .unwrap()
+                            .split('?')
+                            .next()
+                            .unwrap();
+                        let id = TraceId::parse(id).unwrap();
+                        let mut count = 0;
+                        for resource in &trace.resource_spans {
+                            let service = service_name(resource);
+                            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                                assert_eq!(
+                                    TraceId::from_bytes(span.trace_id[..].try_into().unwrap()),
+                                    id,
+                                    "{name}"
+                                );
+                                let (want_service, want) = pushed
+                                    .get(&(span.trace_id.clone(), span.span_id.clone()))
+                                    .unwrap_or_else(|| panic!("{name}: a span never pushed"));
+                                assert_eq!(&service, want_service, "{name}");
+                                assert_eq!(essence(span), essence(want), "{name}");
+                                count += 1;
+                            }
+                        }
+                        let pushed_count = pushed
+                            .keys()
+                            .filter(|(t, _)| TraceId::from_bytes(t[..].try_into().unwrap()) == id)
+                            .count();
+                        if stem.contains("before_root") {
+                            assert_eq!(count, pushed_count - 1, "{name}: all but the root");
+                        } else {
+                            assert_eq!(count, pushed_count, "{name}");
+                        }
+                        assert_eq!(
+                            trace.partial.is_some(),
+                            stem.contains("partial"),
+                            "{name}: {:?}",
+                            trace.partial
+                        );
+                        *seen.entry("found").or_default() += 1;
+                        if response.content_type.as_deref() == Some("application/protobuf") {
+                            *seen.entry("protobuf").or_default() += 1;
+                        }
+                        if stem.contains("llm") {
+                            *seen.entry("llm").or_default() += 1;
+                        }
+                    }
+                    (200 | 404, Ok(None)) => {
+                        assert!(
+                            stem.contains("unknown_id")
+                                || stem.contains("past_window_flushed")
+                                || stem.contains("millis_flushed"),
+                            "{name}: not found"
+                        );
+                        *seen.entry("not found").or_default() += 1;
+                    }
+                    (status, Err(TempoError::Status { status: s, body })) => {
+                        assert_eq!(status, s, "{name}");
+                        assert!((400..500).contains(&status), "{name}: {status} {body}");
+                        let e = TempoError::Status { status, body };
+                        assert!(!e.retryable(), "{name}: {e}");
+                        *seen.entry("error").or_default() += 1;
+                    }
+                    (status, other) => panic!("{name}: {status} gave {other:?}"),
+                }
+            }
+        }
+        // Both versions' shapes were all met: found (protobuf, JSON, LLM), not found, errors.
+        assert!(seen["found"] >= 80, "{seen:?}");
+        assert!(seen["protobuf"] >= 20, "{seen:?}");
+        assert_eq!(seen["llm"], 2, "{seen:?}");
+        assert!(seen["not found"] >= 10, "{seen:?}");
+        assert!(seen["error"] >= 15, "{seen:?}");
+    }
+
+    /// The router's 404 (a wrong URL or v2.0.1 asked for `/api/v2`) is an error, not "not
+    /// found".
+    #[test]
+    fn a_router_404_is_not_a_missing_trace() {
+        let (_, response) = recording(&traces_dir("v2.0.1"), "21_v2_path_json");
+        let err = parse_trace_response(TraceApi::V2, &response).unwrap_err();
+        assert!(
+            matches!(&err, TempoError::Status { status: 404, body } if body == "404 page not found"),
+            "{err}"
+        );
+    }
+
+    /// A body whose label does not match is read for what it is; a body that is neither is
+    /// refused as malformed (which is retried: it may be cut off).
+    #[test]
+    fn content_type_is_checked_against_the_body() {
+        let dir = traces_dir("v3.0.3");
+        let (_, json) = recording(&dir, "01_trace_multi_json_recent");
+        let (_, pb) = recording(&dir, "03_trace_multi_pb_recent");
+        let want = parse_trace_response(TraceApi::V1, &pb).unwrap().unwrap();
+        assert_eq!(want.span_count(), 7);
+        for (content_type, body) in [
+            (Some("application/protobuf"), &json.body),
+            (Some("application/json; charset=utf-8"), &pb.body),
+            (None, &json.body),
+            (None, &pb.body),
+            (Some("text/html"), &pb.body),
+        ] {
+            let response = TempoResponse {
+                status: 200,
+                content_type: content_type.map(str::to_owned),
+                body: body.clone(),
+            };
+            let got = parse_trace_response(TraceApi::V1, &response)
+                .unwrap()
+                .unwrap();
+            let essences = |t: &FetchedTrace| {
+                let mut e: Vec<String> = t
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                    .map(essence)
+                    .collect();
+                e.sort();
+                e
+            };
+            assert_eq!(essences(&got), essences(&want), "{content_type:?}");
+        }
+        for (content_type, body) in [
+            ("application/json", &b"<html>502 Bad Gateway</html>"[..]),
+            (
+                "application/json",
+                b"{\"batches\":[{\"scopeSpans\":[{\"spans\":[{\"traceId\":\"!!\"}]}]}]}",
+            ),
+            ("application/json", b"{\"something\":1}"),
+            ("application/protobuf", b"\x0a\xff\xff"),
+        ] {
+            let response = TempoResponse {
+                status: 200,
+                content_type: Some(content_type.to_owned()),
+                body: body.to_vec(),
+            };
+            let err = parse_trace_response(TraceApi::V1, &response).unwrap_err();
+            assert!(matches!(err, TempoError::Malformed(_)), "{err}");
+            assert!(err.retryable());
+        }
+    }
+
+    /// Tempo 1.x named scopes `instrumentationLibrary`; the answer reads the same.
+    #[test]
+    fn old_instrumentation_library_names_are_read() {
+        let body = br#"{"batches":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},
+            "instrumentationLibrarySpans":[{"instrumentationLibrary":{"name":"lib","version":"1"},
+            "spans":[{"traceId":"AAAAAAAAAAAK92UZFs1D3Q==","spanId":"AAAAAAAAAAE=","name":"GET /","kind":"SPAN_KIND_SERVER",
+            "startTimeUnixNano":"1000","endTimeUnixNano":"2000","links":[{"traceId":"S/kvNXezTaajzpKdDg5HNg","spanId":"APBnqgupArc="}]}]}]}]}"#;
+        let trace = decode_tempo_json(body).unwrap();
+        let scope = &trace.resource_spans[0].scope_spans[0];
+        assert_eq!(scope.scope.as_ref().unwrap().name, "lib");
+        let span = &scope.spans[0];
+        assert_eq!(hex(&span.trace_id), "00000000000000000af7651916cd43dd");
+        assert_eq!(hex(&span.span_id), "0000000000000001");
+        assert_eq!(span.kind, 2);
+        // Unpadded base64 is read too, as jsonpb reads it.
+        assert_eq!(
+            hex(&span.links[0].trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(hex(&span.links[0].span_id), "00f067aa0ba902b7");
+    }
 }

@@ -675,6 +675,15 @@ for case in "${cases[@]}"; do
   fi
 done
 
+# The detection alerts' thresholds are values: all-on sets other numbers than files/alerts.yaml.
+detection_thresholds() {
+  local f="$OUT/all-on/rendered.yaml"
+  grep -F -- "> 0.1 # prometheusRule.detection.anomalousShare" "$f" &&
+    grep -F -- ">= 30 # prometheusRule.detection.minJudgedPerMinute" "$f" &&
+    grep -F -- "> 2.5 # prometheusRule.detection.endpointAnomaliesPerMinute" "$f"
+}
+step "all-on: the PrometheusRule takes its detection thresholds from the values" detection_thresholds
+
 # --- the binaries with the rendered config ---------------------------------------------------
 
 echo "==> binaries"

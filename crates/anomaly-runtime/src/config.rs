@@ -179,6 +179,13 @@ pub trait ServiceSection: DeserializeOwned + Default {
     const NAME: &'static str;
     /// Checks what types cannot; keys in errors are full paths (`checker.listen`).
     fn validate(&self, common: &CommonConfig) -> Result<(), ConfigError>;
+
+    /// Reads the settings this service shares with another service's section, so one key
+    /// configures both (the checker's trace analysis reads `ingester.tempo`); the default reads
+    /// nothing.
+    fn read_shared(&mut self, _figment: &Figment) -> Result<(), figment::Error> {
+        Ok(())
+    }
 }
 
 /// A loaded, validated configuration.
@@ -249,11 +256,12 @@ const DEPRECATED_NAME_BYTES: &str = "checker.max_name_bytes";
 fn extract<S: ServiceSection>(figment: &Figment) -> Result<Loaded<S>, ConfigLoadError> {
     let mut common: CommonConfig = figment.extract().map_err(parse_error)?;
     let warnings = apply_deprecated_name_bytes(figment, &mut common)?;
-    let service: S = if figment.contains(S::NAME) {
+    let mut service: S = if figment.contains(S::NAME) {
         figment.extract_inner(S::NAME).map_err(parse_error)?
     } else {
         S::default()
     };
+    service.read_shared(figment).map_err(parse_error)?;
     common.validate()?;
     service.validate(&common)?;
     Ok(Loaded {

@@ -47,19 +47,30 @@ pub enum ErrorCode {
     InvalidCursor,
     /// A trace whose root span has not arrived (ingest only, per trace).
     PartialTrace,
+    /// A trace to analyse that cannot be (no spans, spans of several traces, bad span IDs).
+    InvalidTrace,
     Unauthorized,
     /// No such route.
     NotFound,
     BaselineNotFound,
+    /// Tempo does not know the trace.
+    TraceNotFound,
     MethodNotAllowed,
     /// The body is larger than `limits.max_body_bytes`.
     PayloadTooLarge,
     /// More items than the service's `max_batch_items`.
     BatchTooLarge,
+    /// A trace with more spans than `checker.analysis.max_spans`.
+    TraceTooLarge,
     UnsupportedMediaType,
     /// Opaque: the detail is in the service's log.
     Internal,
+    /// Tempo answered in a way retrying will not fix (it refused the request, or sent what is
+    /// not a trace).
+    TempoError,
     RedisUnavailable,
+    /// Tempo cannot be reached, timed out, is overloaded or is not configured.
+    TempoUnavailable,
     /// More requests in flight than `limits.max_concurrency`.
     Overloaded,
     /// The request took longer than `limits.request_timeout`.
@@ -74,16 +85,20 @@ impl ErrorCode {
         match self {
             MalformedJson | InvalidBody | InvalidQuery | InvalidItem | InvalidTraceId
             | InvalidService | InvalidEndpoint | InvalidStartTime | InvalidDuration
-            | InvalidHour | InvalidDayType | InvalidKey | InvalidCursor | PartialTrace => {
+            | InvalidHour | InvalidDayType | InvalidKey | InvalidCursor | PartialTrace
+            | InvalidTrace => {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized => StatusCode::UNAUTHORIZED,
-            NotFound | BaselineNotFound => StatusCode::NOT_FOUND,
+            NotFound | BaselineNotFound | TraceNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            PayloadTooLarge | BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PayloadTooLarge | BatchTooLarge | TraceTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            RedisUnavailable | Overloaded | Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            TempoError => StatusCode::BAD_GATEWAY,
+            RedisUnavailable | TempoUnavailable | Overloaded | Timeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -105,15 +120,20 @@ impl ErrorCode {
             InvalidKey => "INVALID_KEY",
             InvalidCursor => "INVALID_CURSOR",
             PartialTrace => "PARTIAL_TRACE",
+            InvalidTrace => "INVALID_TRACE",
             Unauthorized => "UNAUTHORIZED",
             NotFound => "NOT_FOUND",
             BaselineNotFound => "BASELINE_NOT_FOUND",
+            TraceNotFound => "TRACE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             BatchTooLarge => "BATCH_TOO_LARGE",
+            TraceTooLarge => "TRACE_TOO_LARGE",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Internal => "INTERNAL",
+            TempoError => "TEMPO_ERROR",
             RedisUnavailable => "REDIS_UNAVAILABLE",
+            TempoUnavailable => "TEMPO_UNAVAILABLE",
             Overloaded => "OVERLOADED",
             Timeout => "TIMEOUT",
         }
@@ -284,7 +304,7 @@ mod tests {
 
     /// Every code, its wire string and its status: the contract (and the OpenAPI documents,
     /// the clients, the tests of every service) pin these.
-    const CODES: [(ErrorCode, &str, u16); 25] = [
+    const CODES: [(ErrorCode, &str, u16); 30] = [
         (ErrorCode::MalformedJson, "MALFORMED_JSON", 400),
         (ErrorCode::InvalidBody, "INVALID_BODY", 400),
         (ErrorCode::InvalidQuery, "INVALID_QUERY", 400),
@@ -299,19 +319,24 @@ mod tests {
         (ErrorCode::InvalidKey, "INVALID_KEY", 400),
         (ErrorCode::InvalidCursor, "INVALID_CURSOR", 400),
         (ErrorCode::PartialTrace, "PARTIAL_TRACE", 400),
+        (ErrorCode::InvalidTrace, "INVALID_TRACE", 400),
         (ErrorCode::Unauthorized, "UNAUTHORIZED", 401),
         (ErrorCode::NotFound, "NOT_FOUND", 404),
         (ErrorCode::BaselineNotFound, "BASELINE_NOT_FOUND", 404),
+        (ErrorCode::TraceNotFound, "TRACE_NOT_FOUND", 404),
         (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
         (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
         (ErrorCode::BatchTooLarge, "BATCH_TOO_LARGE", 413),
+        (ErrorCode::TraceTooLarge, "TRACE_TOO_LARGE", 413),
         (
             ErrorCode::UnsupportedMediaType,
             "UNSUPPORTED_MEDIA_TYPE",
             415,
         ),
         (ErrorCode::Internal, "INTERNAL", 500),
+        (ErrorCode::TempoError, "TEMPO_ERROR", 502),
         (ErrorCode::RedisUnavailable, "REDIS_UNAVAILABLE", 503),
+        (ErrorCode::TempoUnavailable, "TEMPO_UNAVAILABLE", 503),
         (ErrorCode::Overloaded, "OVERLOADED", 503),
         (ErrorCode::Timeout, "TIMEOUT", 503),
     ];

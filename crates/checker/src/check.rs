@@ -104,7 +104,7 @@ pub(crate) struct SpanBody {
 }
 
 /// The verdict for one check, with the numbers it was decided on.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CheckResponse {
     /// Whether `durationMs` exceeds `threshold`; false when not judged.
@@ -165,6 +165,8 @@ pub(crate) struct CheckResponse {
     /// For a span check, the span judged; absent from root checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     span: Option<SpanBody>,
+    #[serde(skip)]
+    verdict_status: Status,
 }
 
 /// A baseline level.
@@ -192,7 +194,7 @@ impl From<Level> for SourceName {
 }
 
 /// The hours and day types a baseline covers, and its samples.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CoverageBody {
     /// Local hours, in order (wrapping past midnight).
@@ -206,7 +208,7 @@ pub(crate) struct CoverageBody {
 }
 
 /// The override that applied.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct OverrideBody {
     /// Its position in `overrides`.
     index: usize,
@@ -267,7 +269,7 @@ impl From<anomaly_core::DayType> for DayTypeBody {
 }
 
 /// Where the request's start falls in the configured time zone.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BucketBody {
     /// Local hour, 0 to 23.
@@ -280,7 +282,7 @@ pub(crate) struct BucketBody {
 }
 
 /// A precomputed baseline.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BaselineBody {
     /// Median duration of the window, ms.
@@ -328,7 +330,7 @@ pub(crate) enum BatchResult {
 
 /// A check whose fields all passed validation.
 #[derive(Debug)]
-struct ValidCheck {
+pub(crate) struct ValidCheck {
     key: BaselineKey,
     duration: DurationMs,
     bucket: Bucket,
@@ -336,7 +338,56 @@ struct ValidCheck {
     span: Option<SpanBody>,
 }
 
+impl SpanBody {
+    /// The span `service` `name`, named `sent` before the `spans:` rules renamed it.
+    pub(crate) fn new(service: &str, name: &str, sent: &str) -> Self {
+        SpanBody {
+            service: service.to_owned(),
+            name: name.to_owned(),
+            sent_name: (name != sent).then(|| sent.to_owned()),
+        }
+    }
+}
+
+impl CheckResponse {
+    pub(crate) fn is_anomaly(&self) -> bool {
+        self.is_anomaly
+    }
+
+    pub(crate) fn threshold(&self) -> Option<f64> {
+        self.threshold
+    }
+
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 impl ValidCheck {
+    /// A span (`span` set) or root check of `key`, bucketed as `bucket`.
+    pub(crate) fn new(
+        key: BaselineKey,
+        duration: DurationMs,
+        bucket: Bucket,
+        span: Option<SpanBody>,
+    ) -> Self {
+        ValidCheck {
+            key,
+            duration,
+            bucket,
+            span,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &BaselineKey {
+        &self.key
+    }
+
+    /// Whether this is a span check (its key is in the span key space).
+    pub(crate) fn is_span(&self) -> bool {
+        self.span.is_some()
+    }
+
     /// The cache of the check's key space.
     fn cache<'s>(&self, state: &'s AppState) -> &'s crate::cache::BaselineCache {
         if self.span.is_some() {
@@ -439,11 +490,20 @@ pub(crate) async fn check_batch(
                     "each item must be a JSON object",
                 ));
             }
-            let invalid = |e: serde_json::Error| ApiError::new(ErrorCode::InvalidItem, e.to_string());
+            let invalid =
+                |e: serde_json::Error| ApiError::new(ErrorCode::InvalidItem, e.to_string());
             if item.get("spanName").is_some() {
-                validate_span(SpanCheckRequest::deserialize(item).map_err(invalid)?, &state, now)
+                validate_span(
+                    SpanCheckRequest::deserialize(item).map_err(invalid)?,
+                    &state,
+                    now,
+                )
             } else {
-                validate(CheckRequest::deserialize(item).map_err(invalid)?, &state, now)
+                validate(
+                    CheckRequest::deserialize(item).map_err(invalid)?,
+                    &state,
+                    now,
+                )
             }
         })
         .collect();
@@ -531,11 +591,7 @@ fn validate_span(
     let route = optional_string(request.http_route.as_ref(), "httpRoute")?;
     let method = optional_string(request.http_method.as_ref(), "httpMethod")?;
     let named = state.spans.name(sent, route, method);
-    let span = SpanBody {
-        service: service.clone(),
-        name: named.name.to_string(),
-        sent_name: (named.name != sent).then(|| sent.to_owned()),
-    };
+    let span = SpanBody::new(&service, &named.name, sent);
     let span_name = span.name.clone();
     keyed(
         service,
@@ -636,6 +692,22 @@ fn timestamp(value: Option<&Value>, limits: &InputLimits, now: Now) -> Result<Un
 
 /// The verdict and its explanation; counts it by status and service.
 fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> CheckResponse {
+    let answer = explain(state, check, stored, now);
+    state.checks.check(
+        check.key.service(),
+        answer.verdict_status,
+        answer.baseline.is_some(),
+    );
+    answer
+}
+
+/// The verdict and its explanation, uncounted (the trace analysis judges spans with it).
+pub(crate) fn explain(
+    state: &AppState,
+    check: &ValidCheck,
+    stored: Stored,
+    now: Now,
+) -> CheckResponse {
     let key = &check.key;
     let applied = state.overrides.find(key.service(), key.endpoint());
     let rule = state.stats.rule(applied.map(|a| a.over));
@@ -685,9 +757,6 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
         hour: format!("{:02}:00", key.hour()),
         override_text,
     });
-    state
-        .checks
-        .check(key.service(), verdict.status, verdict.baseline.is_some());
     let j = verdict.judgement;
     CheckResponse {
         is_anomaly: verdict.is_anomaly(),
@@ -724,5 +793,6 @@ fn judge(state: &AppState, check: &ValidCheck, stored: Stored, now: Now) -> Chec
             endpoint: a.over.endpoint.clone(),
         }),
         span: check.span.clone(),
+        verdict_status: verdict.status,
     }
 }

@@ -15,6 +15,7 @@
 //! `recomputer.interval`, 30 s, plus the drain's own time). The cache is only an optimisation:
 //! losing it (a restart) loses nothing.
 
+mod analysis;
 mod baseline;
 mod cache;
 mod check;
@@ -32,6 +33,7 @@ use anomaly_runtime::auth::{AuthConfig, Tokens};
 use anomaly_runtime::config::{CommonConfig, Loaded, ServiceSection};
 use anomaly_runtime::http::{self, HttpLimits};
 use anomaly_runtime::lifecycle;
+use anomaly_traces::tempo::TempoSection;
 use axum::Router;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -69,6 +71,28 @@ pub struct Section {
     /// services without a baseline) are counted as `other`, so callers cannot blow up the
     /// metric's cardinality.
     pub max_service_labels: usize,
+    /// The trace analysis.
+    pub analysis: AnalysisSection,
+    /// Where the trace analysis fetches traces: the ingester's Tempo settings
+    /// (`ingester.tempo.*`: URL, tenant, auth, timeout, retries), read from that section so
+    /// one setting serves both. Not a key of `checker:`.
+    #[serde(skip)]
+    pub tempo: TempoSection,
+}
+
+/// `checker.analysis`: the trace analysis's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSection {
+    /// Most spans a trace may have to be analysed (TRACE_TOO_LARGE beyond): bounds the memory
+    /// and time of one analysis.
+    pub max_spans: usize,
+}
+
+impl Default for AnalysisSection {
+    fn default() -> Self {
+        AnalysisSection { max_spans: 10_000 }
+    }
 }
 
 /// `checker.cache`: baselines (and their absence) kept in memory so hot keys cost no Redis
@@ -104,12 +128,22 @@ impl Default for Section {
             deprecated_max_name_bytes: IgnoredAny,
             max_future_skew: Duration::from_secs(3600),
             max_service_labels: 200,
+            analysis: AnalysisSection::default(),
+            tempo: TempoSection::default(),
         }
     }
 }
 
 impl ServiceSection for Section {
     const NAME: &'static str = "checker";
+
+    fn read_shared(&mut self, figment: &figment::Figment) -> Result<(), figment::Error> {
+        const TEMPO: &str = "ingester.tempo";
+        if figment.contains(TEMPO) {
+            self.tempo = figment.extract_inner(TEMPO)?;
+        }
+        Ok(())
+    }
 
     fn validate(&self, _common: &CommonConfig) -> Result<(), ConfigError> {
         self.limits.validate(Self::NAME)?;
@@ -138,7 +172,14 @@ impl ServiceSection for Section {
                 "must be at most 10000",
             ));
         }
-        Ok(())
+        if !(1..=1_000_000).contains(&self.analysis.max_spans) {
+            return Err(ConfigError::new(
+                "checker.analysis.max_spans",
+                "must be from 1 to 1000000",
+            ));
+        }
+        // The ingester's section, as the analysis reads it; the ingester validates it too.
+        self.tempo.validate()
     }
 }
 
@@ -154,6 +195,11 @@ pub fn app(config: &Config) -> anyhow::Result<Router> {
         .route("/v1/anomaly/check", post(check::check))
         .route("/v1/anomaly/check/batch", post(check::check_batch))
         .route("/v1/anomaly/check/span", post(check::check_span))
+        .route(
+            "/v1/traces/{trace_id}/analysis",
+            get(analysis::analyse_by_id),
+        )
+        .route("/v1/traces/analysis", post(analysis::analyse_body))
         .route("/v1/baseline", get(baseline::get_baseline))
         .route("/v1/keys", get(keys::list_keys))
         .route("/v1/services", get(keys::list_services))

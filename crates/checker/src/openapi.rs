@@ -25,6 +25,8 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
         crate::check::check,
         crate::check::check_batch,
         crate::check::check_span,
+        crate::analysis::analyse_by_id,
+        crate::analysis::analyse_body,
         crate::baseline::get_baseline,
         crate::keys::list_keys,
         crate::keys::list_services
@@ -33,6 +35,11 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
         CheckRequest,
         SpanCheckRequest,
         SpanBody,
+        crate::analysis::AnalysisResponse,
+        crate::analysis::MissingBody,
+        crate::analysis::CulpritBody,
+        crate::analysis::SegmentBody,
+        crate::analysis::SpanNode,
         BatchItem,
         BatchRequest,
         CheckResponse,
@@ -58,6 +65,7 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
     security((), ("bearer" = [])),
     tags(
         (name = "check", description = "Is this request's latency anomalous?"),
+        (name = "analysis", description = "Which span made this trace slow?"),
         (name = "baseline", description = "What is stored for a key"),
         (name = "keys", description = "Which services and endpoints have samples, and how many"),
     )

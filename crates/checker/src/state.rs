@@ -9,6 +9,9 @@ use anomaly_runtime::metrics::{Metrics, MetricsBuilder};
 use anomaly_store::Store;
 
 use crate::Config;
+use anomaly_traces::tempo::TraceFetcher;
+
+use crate::analysis::Analyzer;
 use crate::cache::BaselineCache;
 use crate::metrics::CheckerMetrics;
 
@@ -22,6 +25,7 @@ pub(crate) struct Inner {
     pub(crate) span_cache: BaselineCache,
     /// `spans:`, compiled: how a span's name becomes its key, as the ingester does it.
     pub(crate) spans: SpanRules,
+    pub(crate) analyzer: Analyzer,
     pub(crate) bucketer: Bucketer,
     /// [`Bucketer::describe`] of every bucket, computed once: weekday hours 0-23, then weekend.
     descriptions: Vec<String>,
@@ -72,6 +76,19 @@ impl AppState {
             cache,
             span_cache,
             spans: config.common.span_rules()?,
+            analyzer: Analyzer {
+                tempo: config
+                    .service
+                    .tempo
+                    .enabled()
+                    .then(|| {
+                        let agent =
+                            format!("latency-anomaly-checker/{}", env!("CARGO_PKG_VERSION"));
+                        TraceFetcher::new(&config.service.tempo, &agent)
+                    })
+                    .transpose()?,
+                max_spans: config.service.analysis.max_spans,
+            },
             bucketer,
             descriptions,
             time,

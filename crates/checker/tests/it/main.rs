@@ -1,6 +1,7 @@
 //! Integration tests of the checker against a real redis-server, through its router (tower's
 //! `oneshot`) or a real socket.
 
+mod analysis;
 mod auth;
 mod baseline;
 mod batch;

@@ -183,7 +183,7 @@ pub trait ServiceSection: DeserializeOwned + Default {
     /// Reads the settings this service shares with another service's section, so one key
     /// configures both (the checker's trace analysis reads `ingester.tempo`); the default reads
     /// nothing.
-    fn read_shared(&mut self, _figment: &Figment) -> Result<(), figment::Error> {
+    fn read_shared(&mut self, _figment: &Figment) -> Result<(), Box<figment::Error>> {
         Ok(())
     }
 }
@@ -261,7 +261,7 @@ fn extract<S: ServiceSection>(figment: &Figment) -> Result<Loaded<S>, ConfigLoad
     } else {
         S::default()
     };
-    service.read_shared(figment).map_err(parse_error)?;
+    service.read_shared(figment).map_err(|e| parse_error(*e))?;
     common.validate()?;
     service.validate(&common)?;
     Ok(Loaded {

@@ -4,6 +4,7 @@
 //! limits) and the lifecycle (instance IDs, graceful shutdown).
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

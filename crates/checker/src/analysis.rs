@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::cache::Stored;
+use anomaly_runtime::cache::Stored;
 use crate::check::{CheckResponse, SpanBody, ValidCheck, explain};
 use crate::state::{AppState, Now};
 

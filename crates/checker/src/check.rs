@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cache::Stored;
+use anomaly_runtime::cache::Stored;
 use crate::state::{AppState, InputLimits, Now};
 
 /// A check: which request, when, and how long it took.
@@ -389,7 +389,7 @@ impl ValidCheck {
     }
 
     /// The cache of the check's key space.
-    fn cache<'s>(&self, state: &'s AppState) -> &'s crate::cache::BaselineCache {
+    fn cache<'s>(&self, state: &'s AppState) -> &'s anomaly_runtime::cache::BaselineCache {
         if self.span.is_some() {
             &state.span_cache
         } else {

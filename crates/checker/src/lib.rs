@@ -17,7 +17,6 @@
 
 mod analysis;
 mod baseline;
-mod cache;
 mod check;
 mod keys;
 mod metrics;
@@ -137,10 +136,10 @@ impl Default for Section {
 impl ServiceSection for Section {
     const NAME: &'static str = "checker";
 
-    fn read_shared(&mut self, figment: &figment::Figment) -> Result<(), figment::Error> {
+    fn read_shared(&mut self, figment: &figment::Figment) -> Result<(), Box<figment::Error>> {
         const TEMPO: &str = "ingester.tempo";
         if figment.contains(TEMPO) {
-            self.tempo = figment.extract_inner(TEMPO)?;
+            self.tempo = figment.extract_inner(TEMPO).map_err(Box::new)?;
         }
         Ok(())
     }

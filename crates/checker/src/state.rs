@@ -12,7 +12,7 @@ use crate::Config;
 use anomaly_traces::tempo::TraceFetcher;
 
 use crate::analysis::Analyzer;
-use crate::cache::BaselineCache;
+use anomaly_runtime::cache::{BaselineCache, CacheMetrics, CacheSettings};
 use crate::metrics::CheckerMetrics;
 
 #[derive(Debug, Clone)]
@@ -52,19 +52,19 @@ impl AppState {
         let store = Store::connect(&config.common.redis)?;
         let mut builder = MetricsBuilder::new();
         let checks = CheckerMetrics::register(&mut builder, config.service.max_service_labels);
+        let cache_metrics = CacheMetrics::register(&mut builder);
         let metrics = builder.freeze();
+        let settings = CacheSettings {
+            ttl: config.service.cache.ttl,
+            max_entries: config.service.cache.max_entries,
+        };
         let span_cache = BaselineCache::new(
             store.spans(),
-            &config.service.cache,
-            checks.clone(),
+            &settings,
+            cache_metrics.clone(),
             metrics.common.clone(),
         );
-        let cache = BaselineCache::new(
-            store,
-            &config.service.cache,
-            checks.clone(),
-            metrics.common.clone(),
-        );
+        let cache = BaselineCache::new(store, &settings, cache_metrics, metrics.common.clone());
         let time = config.common.time();
         let bucketer = Bucketer::new(&time);
         let descriptions = [DayType::Weekday, DayType::Weekend]

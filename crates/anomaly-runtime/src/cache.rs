@@ -1,6 +1,8 @@
 //! The baseline cache: baselines, and the absence of one (negative caching), kept in memory for
-//! `checker.cache.ttl` and bounded to `checker.cache.max_entries` keys, so a hot key costs no
-//! Redis round trip. Misses of a whole batch are fetched together in one pipelined round trip.
+//! a TTL (`checker.cache.ttl`, `ingester.detect.cache.ttl`) and bounded to a number of keys, so
+//! a hot key costs no Redis round trip. Misses of a whole batch are fetched together in one
+//! pipelined round trip. The checker answers checks from it and the ingester judges samples on
+//! ingest from it: one cache, one staleness bound.
 //!
 //! **Refresh ahead.** An entry looked up in the last quarter of its TTL is served as it is and
 //! queued for a background refresh, which reads the queued keys from Redis in batches and
@@ -19,13 +21,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anomaly_core::{BaselineKey, Baselines};
-use anomaly_runtime::metrics::CommonMetrics;
 use anomaly_store::{Store, StoreError};
 use moka::sync::Cache;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::mpsc;
 
-use crate::CacheSection;
-use crate::metrics::CheckerMetrics;
+use crate::metrics::{CommonMetrics, MetricsBuilder};
 
 /// Keys queued for a refresh at most; beyond it lookups do not queue more (their entries then
 /// expire and are read on the request path, as without refreshes).
@@ -34,7 +37,57 @@ const REFRESH_QUEUE: usize = 4096;
 const REFRESH_BATCH: usize = 256;
 
 /// What is stored for a key (shared: a hit copies a pointer), `None` when nothing is.
-pub(crate) type Stored = Option<Arc<Baselines>>;
+pub type Stored = Option<Arc<Baselines>>;
+
+/// How long entries live and how many are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// 0 turns the cache off: every lookup goes to Redis.
+    pub ttl: Duration,
+    pub max_entries: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+/// `anomaly_baseline_cache_requests_total{result}`: `hit` (a baseline served from memory),
+/// `negative` (a remembered absence served from memory) or `miss` (looked up in Redis). Every
+/// series exists from the start, so ratios are defined before the first miss. Caches of one
+/// process (the checker's root and span caches) count into the same series.
+#[derive(Debug, Clone)]
+pub struct CacheMetrics {
+    hits: Counter,
+    negative_hits: Counter,
+    misses: Counter,
+}
+
+impl CacheMetrics {
+    pub fn register(builder: &mut MetricsBuilder) -> CacheMetrics {
+        let cache = Family::<CacheLabels, Counter>::default();
+        builder.registry().register(
+            "baseline_cache_requests",
+            "Baseline lookups by result: hit (baseline in memory), negative (known absence in \
+             memory), miss (read from Redis)",
+            cache.clone(),
+        );
+        let result = |result| cache.get_or_create(&CacheLabels { result }).clone();
+        CacheMetrics {
+            hits: result("hit"),
+            negative_hits: result("negative"),
+            misses: result("miss"),
+        }
+    }
+
+    /// Counts cache lookups: baselines and absences served from memory, and keys read from
+    /// Redis.
+    pub fn lookups(&self, hits: u64, negative_hits: u64, misses: u64) {
+        self.hits.inc_by(hits);
+        self.negative_hits.inc_by(negative_hits);
+        self.misses.inc_by(misses);
+    }
+}
 
 /// A cached answer and when it was read from Redis.
 #[derive(Debug, Clone)]
@@ -44,7 +97,7 @@ struct Entry {
 }
 
 #[derive(Debug)]
-pub(crate) struct BaselineCache {
+pub struct BaselineCache {
     store: Store,
     /// `None` when `checker.cache.ttl` is 0: every lookup goes to Redis.
     cache: Option<Cache<BaselineKey, Entry>>,
@@ -53,15 +106,15 @@ pub(crate) struct BaselineCache {
     /// The refresher's queue; the refresher starts with the first refresh, so building the
     /// cache needs no runtime.
     refresher: OnceLock<mpsc::Sender<BaselineKey>>,
-    metrics: CheckerMetrics,
+    metrics: CacheMetrics,
     common: CommonMetrics,
 }
 
 impl BaselineCache {
-    pub(crate) fn new(
+    pub fn new(
         store: Store,
-        config: &CacheSection,
-        metrics: CheckerMetrics,
+        config: &CacheSettings,
+        metrics: CacheMetrics,
         common: CommonMetrics,
     ) -> BaselineCache {
         let cache = (config.ttl > Duration::ZERO).then(|| {
@@ -80,13 +133,13 @@ impl BaselineCache {
         }
     }
 
-    pub(crate) fn store(&self) -> &Store {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
     /// The baselines of `keys` (which must be distinct), in their order: from memory where
     /// cached, the rest in one Redis round trip.
-    pub(crate) async fn get_many(&self, keys: &[BaselineKey]) -> Result<Vec<Stored>, StoreError> {
+    pub async fn get_many(&self, keys: &[BaselineKey]) -> Result<Vec<Stored>, StoreError> {
         let mut found: Vec<Option<Stored>> = match &self.cache {
             Some(cache) => keys.iter().map(|k| self.lookup(cache, k)).collect(),
             None => vec![None; keys.len()],
@@ -100,7 +153,7 @@ impl BaselineCache {
         let negative = found.iter().filter(|f| matches!(f, Some(None))).count() as u64;
         let misses = missing.len() as u64;
         self.metrics
-            .cache_lookups(keys.len() as u64 - misses - negative, negative, misses);
+            .lookups(keys.len() as u64 - misses - negative, negative, misses);
         if missing.is_empty() {
             return Ok(found.into_iter().map(Option::flatten).collect());
         }
@@ -126,15 +179,15 @@ impl BaselineCache {
 
     /// One key's baseline, through the cache. A hit allocates nothing (unless it queues a
     /// refresh).
-    pub(crate) async fn get(&self, key: &BaselineKey) -> Result<Stored, StoreError> {
+    pub async fn get(&self, key: &BaselineKey) -> Result<Stored, StoreError> {
         if let Some(cache) = &self.cache
             && let Some(cached) = self.lookup(cache, key)
         {
             let hit = u64::from(cached.is_some());
-            self.metrics.cache_lookups(hit, 1 - hit, 0);
+            self.metrics.lookups(hit, 1 - hit, 0);
             return Ok(cached);
         }
-        self.metrics.cache_lookups(0, 0, 1);
+        self.metrics.lookups(0, 0, 1);
         let read_at = Instant::now();
         let baseline = self.fetch(std::slice::from_ref(key)).await?.pop().flatten();
         if let Some(cache) = &self.cache {

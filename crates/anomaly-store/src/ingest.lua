@@ -4,8 +4,10 @@
 --   baseline computed from the window version it read, so a slow recompute never overwrites a
 --   newer one)
 -- ARGV[1] dedup TTL ms, ARGV[2] window size, ARGV[3] retention ms (0 = keep), ARGV[4] key cap (0 = none)
--- then per trace i: ARGV[3+2i] duration in whole microseconds, ARGV[4+2i] body B
--- Returns {accepted, duplicates, over_cardinality}.
+-- then per trace i: ARGV[3+2i] duration in whole microseconds, or `-` for a trace to mark seen
+-- without adding it to its window (judged anomalous with stats.exclude_anomalies), ARGV[4+2i] body B
+-- Returns {accepted, duplicates, over_cardinality, outcomes}: outcomes has one character per
+-- trace, `a` accepted, `d` duplicate, `o` over the cap.
 --
 -- Redis calls are what ingest costs, so none is repeated where once a chunk does: the chunk's
 -- keys join dirtyKeys and keyIndex in one SADD each at the end and have their expiry refreshed
@@ -16,6 +18,7 @@ local window = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local accepted, duplicates, over = 0, 0, 0
+local outcomes = {}
 
 -- Bodies accepted in this chunk, in order and as a set, with their window and baseline names.
 local bodies, taken, touched = {}, {}, {}
@@ -51,11 +54,17 @@ for i = 1, (#KEYS - 2) / 3 do
     -- Not stored and not marked seen (unless it was already).
     if redis.call('EXISTS', seen) == 1 then
       duplicates = duplicates + 1
+      outcomes[i] = 'd'
     else
       over = over + 1
+      outcomes[i] = 'o'
     end
   elseif not redis.call('SET', seen, '1', 'PX', ttl, 'NX') then
     duplicates = duplicates + 1
+    outcomes[i] = 'd'
+  elseif micros == '-' then
+    accepted = accepted + 1
+    outcomes[i] = 'a'
   else
     if redis.call('LPUSH', dur, micros) > window then
       redis.call('LTRIM', dur, 0, window - 1)
@@ -68,6 +77,7 @@ for i = 1, (#KEYS - 2) / 3 do
       touched[#touched + 1] = base
     end
     accepted = accepted + 1
+    outcomes[i] = 'a'
   end
 end
 
@@ -80,4 +90,4 @@ if #bodies > 0 then
     end
   end
 end
-return {accepted, duplicates, over}
+return {accepted, duplicates, over, table.concat(outcomes)}

@@ -82,6 +82,36 @@ impl ItemOutcome {
     }
 }
 
+/// The duration argument of a trace that is marked seen but kept out of its window.
+pub(crate) const SKIP_WINDOW: &str = "-";
+
+/// One ingest script's reply: accepted, duplicates, over the cap, and a character per item.
+pub(crate) type Reply = (u64, u64, u64, String);
+
+/// The replies of a batch's script calls, in order.
+pub(crate) struct Collected {
+    pub(crate) total: IngestOutcome,
+    pub(crate) items: Vec<ItemOutcome>,
+}
+
+impl Collected {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Collected {
+            total: IngestOutcome::default(),
+            items: Vec::with_capacity(n),
+        }
+    }
+
+    pub(crate) fn add(&mut self, (accepted, duplicates, over_cardinality, codes): Reply) {
+        self.total += IngestOutcome {
+            accepted,
+            duplicates,
+            over_cardinality,
+        };
+        self.items.extend(codes.bytes().map(ItemOutcome::from_code));
+    }
+}
+
 /// Whole microseconds: what a window stores (see the crate docs for why).
 pub(crate) fn to_micros(d: DurationMs) -> i64 {
     (d.get() * 1000.0).round() as i64
@@ -96,8 +126,21 @@ impl Store {
         items: &[IngestItem],
         settings: &IngestSettings,
     ) -> Result<IngestOutcome, StoreError> {
+        Ok(self.ingest_detailed(items, settings, &[]).await?.0)
+    }
+
+    /// [`Store::ingest`], saying what happened to each trace, in order. A trace whose
+    /// `skip_window` entry is true is deduplicated and accepted like any other but not added to
+    /// its window (`stats.exclude_anomalies`: judged anomalous on ingest); a shorter
+    /// `skip_window` skips none of the rest.
+    pub async fn ingest_detailed(
+        &self,
+        items: &[IngestItem],
+        settings: &IngestSettings,
+        skip_window: &[bool],
+    ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
         if items.is_empty() {
-            return Ok(IngestOutcome::default());
+            return Ok((IngestOutcome::default(), Vec::new()));
         }
         let ttl_ms = settings.dedup_ttl.as_millis().max(1) as u64;
         let retention_ms = settings.retention.as_millis() as u64;
@@ -106,19 +149,25 @@ impl Store {
         // Invocations are built before any await, so the future owns them (and stays Send).
         let invocations: Vec<_> = items
             .chunks(CHUNK)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(c, chunk)| {
                 let mut inv = INGEST.prepare_invoke();
                 inv.key(&dirty).key(&index);
                 inv.arg(ttl_ms)
                     .arg(settings.window_size)
                     .arg(retention_ms)
                     .arg(settings.max_keys);
-                for item in chunk {
+                for (i, item) in chunk.iter().enumerate() {
                     let body = item.key.encode();
                     inv.key(self.keys.seen(&item.trace_id))
                         .key(self.keys.dur(&body))
                         .key(self.keys.base(&body));
-                    inv.arg(to_micros(item.duration)).arg(body);
+                    if skip_window.get(c * CHUNK + i).copied().unwrap_or(false) {
+                        inv.arg(SKIP_WINDOW);
+                    } else {
+                        inv.arg(to_micros(item.duration));
+                    }
+                    inv.arg(body);
                 }
                 inv
             })
@@ -127,28 +176,23 @@ impl Store {
             // A plain loop rather than iterator adapters: closures over the invocations make
             // the future's lifetimes too specific to be spawned.
             let mut pending = FuturesOrdered::new();
-            let mut total = IngestOutcome::default();
+            let mut collected = Collected::with_capacity(items.len());
             for inv in invocations {
                 if pending.len() >= IN_FLIGHT
-                    && let Some(outcome) = pending.next().await
+                    && let Some(reply) = pending.next().await
                 {
-                    total += outcome?;
+                    collected.add(reply?);
                 }
                 let mut conn = conn.clone();
                 pending.push_back(async move {
-                    let (accepted, duplicates, over_cardinality): (u64, u64, u64) =
-                        inv.invoke_async(&mut conn).await?;
-                    Ok::<_, StoreError>(IngestOutcome {
-                        accepted,
-                        duplicates,
-                        over_cardinality,
-                    })
+                    let reply: Reply = inv.invoke_async(&mut conn).await?;
+                    Ok::<_, StoreError>(reply)
                 });
             }
-            while let Some(outcome) = pending.next().await {
-                total += outcome?;
+            while let Some(reply) = pending.next().await {
+                collected.add(reply?);
             }
-            Ok(total)
+            Ok((collected.total, collected.items))
         })
         .await
     }

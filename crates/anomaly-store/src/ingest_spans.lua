@@ -3,8 +3,8 @@
 --   IDs), KEYS[4i] dur:{B}, KEYS[4i+1] base:{B} (field `v`, as in ingest.lua), KEYS[4i+2]
 --   serviceKeys:{service} (the service's bodies, for its cap)
 -- ARGV[1] dedup TTL ms, ARGV[2] window size, ARGV[3] retention ms (0 = keep), ARGV[4] key cap per
---   service (0 = none); then per span i: ARGV[3i+2] duration in whole microseconds, ARGV[3i+3]
---   body B, ARGV[3i+4] span ID
+--   service (0 = none); then per span i: ARGV[3i+2] duration in whole microseconds (or `-`, as in
+--   ingest.lua: marked seen, not added to its window), ARGV[3i+3] body B, ARGV[3i+4] span ID
 -- Returns {accepted, duplicates, over_cardinality, outcomes}: outcomes has one character per
 -- span, `a` accepted, `d` duplicate, `o` over the cap.
 --
@@ -63,13 +63,10 @@ for i = 1, (#KEYS - 2) / 4 do
   elseif redis.call('HSETNX', seen, span, '1') == 0 then
     duplicates = duplicates + 1
     outcomes[i] = 'd'
+  elseif micros == '-' then
+    accepted = accepted + 1
+    outcomes[i] = 'a'
   else
-    if not marked[seen] then
-      marked[seen] = true
-      if redis.call('PTTL', seen) < 0 then
-        redis.call('PEXPIRE', seen, ttl)
-      end
-    end
     if redis.call('LPUSH', dur, micros) > window then
       redis.call('LTRIM', dur, 0, window - 1)
     end
@@ -92,6 +89,13 @@ for i = 1, (#KEYS - 2) / 4 do
     end
     accepted = accepted + 1
     outcomes[i] = 'a'
+  end
+  if outcomes[i] == 'a' and not marked[seen] then
+    -- A trace's marker gets its TTL when it is created (once per chunk is enough).
+    marked[seen] = true
+    if redis.call('PTTL', seen) < 0 then
+      redis.call('PEXPIRE', seen, ttl)
+    end
   end
 end
 

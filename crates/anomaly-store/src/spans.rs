@@ -17,7 +17,7 @@ use deadpool_redis::redis::Script;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use crate::ingest::{IngestOutcome, ItemOutcome, to_micros};
+use crate::ingest::{Collected, IngestOutcome, ItemOutcome, Reply, SKIP_WINDOW, to_micros};
 use crate::{Store, StoreError};
 
 /// Spans per script call (as `ingest::CHUNK` for traces).
@@ -51,12 +51,14 @@ pub struct SpanSettings {
 
 impl Store {
     /// Stores span samples in the span key space (whichever store it is called on). As
-    /// [`Store::ingest`]: either every span was handled or an error is returned, and a retry is
-    /// safe. The answer says what happened to each span, in order.
+    /// [`Store::ingest_detailed`]: either every span was handled or an error is returned, a
+    /// retry is safe, the answer says what happened to each span, in order, and a span whose
+    /// `skip_window` entry is true is marked seen but kept out of its window.
     pub async fn ingest_spans(
         &self,
         items: &[SpanItem],
         settings: &SpanSettings,
+        skip_window: &[bool],
     ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
         if items.is_empty() {
             return Ok((IngestOutcome::default(), Vec::new()));
@@ -66,14 +68,15 @@ impl Store {
         let retention_ms = settings.retention.as_millis() as u64;
         let invocations: Vec<_> = items
             .chunks(CHUNK)
-            .map(|chunk| {
+            .enumerate()
+            .map(|(c, chunk)| {
                 let mut inv = INGEST_SPANS.prepare_invoke();
                 inv.key(keys.dirty()).key(keys.key_index());
                 inv.arg(ttl_ms)
                     .arg(settings.window_size)
                     .arg(retention_ms)
                     .arg(settings.max_keys_per_service);
-                for item in chunk {
+                for (i, item) in chunk.iter().enumerate() {
                     let body = item.key.encode();
                     // The service's part of the body: names are encoded, so the first `|` ends
                     // it.
@@ -82,45 +85,35 @@ impl Store {
                         .key(keys.dur(&body))
                         .key(keys.base(&body))
                         .key(keys.service_keys(service));
-                    inv.arg(to_micros(item.duration))
-                        .arg(&body)
-                        .arg(format!("{:016x}", item.span_id));
+                    if skip_window.get(c * CHUNK + i).copied().unwrap_or(false) {
+                        inv.arg(SKIP_WINDOW);
+                    } else {
+                        inv.arg(to_micros(item.duration));
+                    }
+                    inv.arg(&body).arg(format!("{:016x}", item.span_id));
                 }
                 inv
             })
             .collect();
         self.run("ingest_spans", async |conn| {
             let mut pending = FuturesOrdered::new();
-            let mut total = IngestOutcome::default();
-            let mut outcomes = Vec::with_capacity(items.len());
-            let mut take = |(outcome, chars): (IngestOutcome, String)| {
-                total += outcome;
-                outcomes.extend(chars.bytes().map(ItemOutcome::from_code));
-            };
+            let mut collected = Collected::with_capacity(items.len());
             for inv in invocations {
                 if pending.len() >= IN_FLIGHT
-                    && let Some(result) = pending.next().await
+                    && let Some(reply) = pending.next().await
                 {
-                    take(result?);
+                    collected.add(reply?);
                 }
                 let mut conn = conn.clone();
                 pending.push_back(async move {
-                    let (accepted, duplicates, over_cardinality, chars): (u64, u64, u64, String) =
-                        inv.invoke_async(&mut conn).await?;
-                    Ok::<_, StoreError>((
-                        IngestOutcome {
-                            accepted,
-                            duplicates,
-                            over_cardinality,
-                        },
-                        chars,
-                    ))
+                    let reply: Reply = inv.invoke_async(&mut conn).await?;
+                    Ok::<_, StoreError>(reply)
                 });
             }
-            while let Some(result) = pending.next().await {
-                take(result?);
+            while let Some(reply) = pending.next().await {
+                collected.add(reply?);
             }
-            Ok((total, outcomes))
+            Ok((collected.total, collected.items))
         })
         .await
     }

@@ -242,7 +242,7 @@ impl Ingest {
             retention: self.settings.retention,
             max_keys_per_service: self.spans.max_keys_per_service(),
         };
-        let (stored, _) = self.store.ingest_spans(&items, &settings).await?;
+        let (stored, _) = self.store.ingest_spans(&items, &settings, &[]).await?;
         report.add(SpanOutcome::Accepted, stored.accepted);
         report.add(SpanOutcome::Duplicate, stored.duplicates);
         report.add(SpanOutcome::OverCardinality, stored.over_cardinality);

@@ -47,7 +47,10 @@ async fn spans_keep_windows_apart_from_roots_and_count_once_per_span() {
         span(1, 0xa, &k, 10.0),
         span(2, 0xa, &k, 30.0),
     ];
-    let (out, items) = store.ingest_spans(&batch, &span_settings(0)).await.unwrap();
+    let (out, items) = store
+        .ingest_spans(&batch, &span_settings(0), &[])
+        .await
+        .unwrap();
     assert_eq!(
         out,
         IngestOutcome {
@@ -61,7 +64,7 @@ async fn spans_keep_windows_apart_from_roots_and_count_once_per_span() {
     // A re-sent batch counts once, whatever store handle sends it.
     let (again, items) = store
         .spans()
-        .ingest_spans(&batch, &span_settings(0))
+        .ingest_spans(&batch, &span_settings(0), &[])
         .await
         .unwrap();
     assert_eq!(again.duplicates, 4);
@@ -101,6 +104,7 @@ async fn the_cap_is_per_service_and_refused_spans_are_not_marked_seen() {
                 span(1, 5, &other, 1.0),
             ],
             &span_settings(2),
+            &[],
         )
         .await
         .unwrap();
@@ -119,6 +123,7 @@ async fn the_cap_is_per_service_and_refused_spans_are_not_marked_seen() {
         .ingest_spans(
             &[span(2, 1, &keys[2], 1.0), span(2, 2, &keys[1], 1.0)],
             &span_settings(2),
+            &[],
         )
         .await
         .unwrap();
@@ -127,7 +132,7 @@ async fn the_cap_is_per_service_and_refused_spans_are_not_marked_seen() {
     assert_eq!(raw(&url, &["SCARD", &services]), "2");
     // Refused spans were not marked seen: once the cap allows, they are stored.
     let (out, _) = store
-        .ingest_spans(&[span(1, 3, &keys[2], 1.0)], &span_settings(3))
+        .ingest_spans(&[span(1, 3, &keys[2], 1.0)], &span_settings(3), &[])
         .await
         .unwrap();
     assert_eq!(out.accepted, 1);
@@ -143,6 +148,7 @@ async fn expired_span_keys_leave_their_service_budget() {
         .ingest_spans(
             &[span(1, 1, &a, 1.0), span(1, 2, &b, 1.0)],
             &span_settings(2),
+            &[],
         )
         .await
         .unwrap();
@@ -159,8 +165,58 @@ async fn expired_span_keys_leave_their_service_budget() {
     // So a new key of the service fits again.
     let c = span_key("db", "c");
     let (out, _) = store
-        .ingest_spans(&[span(2, 1, &c, 1.0)], &span_settings(2))
+        .ingest_spans(&[span(2, 1, &c, 1.0)], &span_settings(2), &[])
         .await
         .unwrap();
     assert_eq!(out.accepted, 1);
+}
+
+#[tokio::test]
+async fn skipped_samples_are_marked_seen_but_stay_out_of_their_window() {
+    let store = crate::store("skip-window");
+    let k = span_key("db", "a");
+    let (out, items) = store
+        .ingest_spans(
+            &[
+                span(1, 1, &k, 10.0),
+                span(1, 2, &k, 900.0),
+                span(1, 3, &k, 11.0),
+            ],
+            &span_settings(0),
+            &[false, true],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 3);
+    assert_eq!(items, vec![ItemOutcome::Accepted; 3]);
+    assert_eq!(
+        store.spans().read_window(&k).await.unwrap(),
+        vec![11.0, 10.0]
+    );
+    let (again, _) = store
+        .ingest_spans(&[span(1, 2, &k, 900.0)], &span_settings(0), &[])
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, 1, "the skipped span was marked seen");
+
+    // Roots alike.
+    let r = crate::key("svc", 5);
+    let (out, items) = store
+        .ingest_detailed(
+            &[item(10, &r, 5.0), item(11, &r, 500.0), item(10, &r, 5.0)],
+            &settings(),
+            &[false, true, false],
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (2, 1));
+    assert_eq!(
+        items,
+        vec![
+            ItemOutcome::Accepted,
+            ItemOutcome::Accepted,
+            ItemOutcome::Duplicate
+        ]
+    );
+    assert_eq!(store.read_window(&r).await.unwrap(), vec![5.0]);
 }

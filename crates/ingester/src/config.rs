@@ -9,7 +9,7 @@ use anomaly_runtime::http::HttpLimits;
 use serde::Deserialize;
 
 // The Tempo settings live in `anomaly-traces`, shared with the checker; the paths here stay.
-pub use anomaly_traces::tempo::{TEMPO_MAX_RANGE, TempoAuth, TempoSection};
+pub use anomaly_traces::tempo::{FetchSpans, TEMPO_MAX_RANGE, TempoAuth, TempoSection};
 
 /// The `ingester:` section.
 #[derive(Debug, Clone, Deserialize)]

@@ -50,6 +50,8 @@
 //! The cursor moves only while the lease is held (a Redis script checks the owner), so a
 //! deposed poller finishing a window late changes nothing but harmless duplicates.
 
+mod fetch_spans;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,6 +70,8 @@ use crate::ingest::{BatchReport, Ingest};
 use crate::metrics::{IngestMetrics, Source};
 use crate::tempo::{Search, TempoClient, TempoError};
 use crate::trace::TraceItem;
+
+pub use fetch_spans::{SpanFetch, SpanFetchStats};
 
 /// Why a poll (or a backfill step) failed; the cursor did not move.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +335,12 @@ impl WindowFetcher {
         report.fetched += traces.len() as u64;
         let batch = self.ingest.ingest(source, traces).await?;
         report.traces += &batch;
+        // Only live polling: a backfill's history would queue far more than the rate allows.
+        if source == Source::Poll
+            && let Some(spans) = self.tempo.span_fetch()
+        {
+            spans.offer(traces, &self.ingest);
+        }
         Ok(trace_ids(traces).collect())
     }
 }
@@ -381,6 +391,11 @@ impl Poller {
     }
 
     /// This replica's lease owner ID.
+    /// Span fetching (`ingester.tempo.fetch_spans`), when enabled.
+    pub fn span_fetch(&self) -> Option<&SpanFetch> {
+        self.fetcher.tempo.span_fetch()
+    }
+
     pub fn owner(&self) -> &str {
         &self.owner
     }

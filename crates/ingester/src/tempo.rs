@@ -5,13 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anomaly_traces::tempo::TempoHttp;
+use anomaly_traces::tempo::{TempoHttp, TraceFetcher};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cap::{CapSource, ResultCap, parse_rejection, parse_status_config};
 use crate::config::TempoSection;
 use crate::metrics::IngestMetrics;
+use crate::poller::SpanFetch;
 
 // The error classes and request plumbing live in `anomaly-traces`, shared with the checker.
 pub use anomaly_traces::tempo::{TempoError, is_request_error};
@@ -68,6 +69,8 @@ pub struct TempoClient {
     metrics: IngestMetrics,
     status: TempoStatus,
     cap: ResultCap,
+    /// `fetch_spans`, when enabled.
+    spans: Option<SpanFetch>,
 }
 
 impl TempoClient {
@@ -79,7 +82,16 @@ impl TempoClient {
     ) -> Result<Self, reqwest::Error> {
         let http = TempoHttp::new(settings, user_agent)?;
         let cap = ResultCap::new(settings.limit as usize, metrics.search_limit.clone());
+        let spans = settings.fetch_spans.enabled.then(|| {
+            // Trace-by-ID requests are Tempo requests: counted by status with the searches.
+            let counted = metrics.clone();
+            let fetcher = TraceFetcher::from_http(http.clone()).with_observer(Arc::new(
+                move |status: &str, _| counted.tempo_request(status),
+            ));
+            SpanFetch::new(&settings.fetch_spans, fetcher)
+        });
         Ok(TempoClient {
+            spans,
             search_url: http.url("/api/search"),
             config_url: http.url("/status/config"),
             http,
@@ -92,6 +104,11 @@ impl TempoClient {
     /// The shared request plumbing (tenant, auth, timeout, retries), e.g. for trace by ID.
     pub fn http(&self) -> &TempoHttp {
         &self.http
+    }
+
+    /// Span fetching (`fetch_spans`), when enabled.
+    pub fn span_fetch(&self) -> Option<&SpanFetch> {
+        self.spans.as_ref()
     }
 
     /// The search limit in force and what is known about Tempo's result cap.

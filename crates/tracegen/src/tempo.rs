@@ -384,10 +384,16 @@ impl FakeTempo {
             if let Some(spans) = s.spans.get(&id) {
                 return Some(spans.clone());
             }
+            // The index first (IDs are usually stored as 32 digits), then any spelling.
             let listed = s
-                .traces
-                .iter()
-                .find(|t| by_id::parse_trace_id(&t.trace_id).is_ok_and(|t| t == id))
+                .index
+                .get(&id)
+                .map(|&i| &s.traces[i])
+                .or_else(|| {
+                    s.traces
+                        .iter()
+                        .find(|t| by_id::parse_trace_id(&t.trace_id).is_ok_and(|t| t == id))
+                })
                 .cloned()?;
             (listed, s.span_source.clone(), s.spans_per_trace)
         };

@@ -10,7 +10,7 @@ mod trace;
 
 pub use error::{TempoError, is_request_error};
 pub use http::{TempoHttp, TempoResponse};
-pub use settings::{TEMPO_MAX_RANGE, TempoAuth, TempoSection};
+pub use settings::{FetchSpans, TEMPO_MAX_RANGE, TempoAuth, TempoSection};
 pub use trace::{
     FetchedTrace, Observer, TraceApi, TraceFetcher, decode_tempo_json, decode_tempo_protobuf,
     parse_trace_response,

@@ -63,6 +63,41 @@ pub struct TempoSection {
     /// Windows are not split below this (Tempo takes whole seconds).
     #[serde(with = "humantime_serde")]
     pub min_slice: Duration,
+    /// Span baselines without OTLP: the poller also fetches each newly seen trace by ID.
+    pub fetch_spans: FetchSpans,
+}
+
+/// `ingester.tempo.fetch_spans`: for deployments where spans reach only Tempo. The poller fetches
+/// each complete trace it sees for the first time (`GET /api/traces/{id}`) and feeds its
+/// non-root spans to span baselines, as OTLP ingest would. It costs one trace-by-ID request per
+/// trace, so it is off by default and rate-limited; fetches run beside the poller and never hold
+/// it up. A failed fetch is counted and offered again by the next windows that return the trace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchSpans {
+    pub enabled: bool,
+    /// Most traces fetched per second.
+    pub rate: u32,
+    /// Most fetches in flight at once.
+    pub concurrency: usize,
+    /// Most traces waiting to be fetched; newly seen traces beyond it are dropped (counted),
+    /// and offered again while later windows still return them.
+    pub max_pending: usize,
+    /// Trace IDs remembered as fetched, so that overlapping windows, which return a trace
+    /// several times, fetch it once.
+    pub memo: u64,
+}
+
+impl Default for FetchSpans {
+    fn default() -> Self {
+        FetchSpans {
+            enabled: false,
+            rate: 50,
+            concurrency: 4,
+            max_pending: 10_000,
+            memo: 100_000,
+        }
+    }
 }
 
 impl Default for TempoSection {
@@ -84,6 +119,7 @@ impl Default for TempoSection {
             lease_ttl: Duration::from_secs(30),
             max_response_bytes: 32 * 1024 * 1024,
             min_slice: Duration::from_secs(1),
+            fetch_spans: FetchSpans::default(),
         }
     }
 }
@@ -151,6 +187,22 @@ impl TempoSection {
                 "must be a whole number of seconds, at least 1s",
             );
         }
+        let f = &self.fetch_spans;
+        if !(1..=10_000).contains(&f.rate) {
+            return err(
+                "fetch_spans.rate",
+                "must be from 1 to 10000 traces per second",
+            );
+        }
+        if !(1..=256).contains(&f.concurrency) {
+            return err("fetch_spans.concurrency", "must be from 1 to 256");
+        }
+        if f.max_pending == 0 {
+            return err("fetch_spans.max_pending", "must be at least 1");
+        }
+        if f.memo < 1000 {
+            return err("fetch_spans.memo", "must be at least 1000");
+        }
         let a = &self.auth;
         if a.token.is_some() && (a.username.is_some() || a.password.is_some()) {
             return err("auth", "use either username/password or token, not both");
@@ -162,5 +214,59 @@ impl TempoSection {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(TempoSection::default().validate().is_ok());
+        type Change = fn(&mut TempoSection);
+        let cases: [(Change, &str); 7] = [
+            (|t| t.url = "ftp://tempo".into(), "ingester.tempo.url"),
+            (|t| t.timeout = Duration::ZERO, "ingester.tempo.timeout"),
+            (
+                |t| t.backoff = Duration::from_secs(60),
+                "ingester.tempo.backoff",
+            ),
+            (
+                |t| t.fetch_spans.rate = 0,
+                "ingester.tempo.fetch_spans.rate",
+            ),
+            (
+                |t| t.fetch_spans.concurrency = 0,
+                "ingester.tempo.fetch_spans.concurrency",
+            ),
+            (
+                |t| t.fetch_spans.max_pending = 0,
+                "ingester.tempo.fetch_spans.max_pending",
+            ),
+            (
+                |t| t.fetch_spans.memo = 10,
+                "ingester.tempo.fetch_spans.memo",
+            ),
+        ];
+        for (change, key) in cases {
+            let mut t = TempoSection::default();
+            change(&mut t);
+            let err = t.validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    /// `fetch_spans` is optional and partial: unknown keys are refused, missing ones default.
+    #[test]
+    fn fetch_spans_deserialises_with_defaults() {
+        let t: TempoSection =
+            serde_json::from_str(r#"{"url":"http://tempo:3200","fetch_spans":{"enabled":true}}"#)
+                .unwrap();
+        assert!(t.fetch_spans.enabled);
+        assert_eq!(t.fetch_spans.rate, 50);
+        assert!(
+            serde_json::from_str::<TempoSection>(r#"{"fetch_spans":{"rate_per_s":5}}"#).is_err()
+        );
     }
 }

@@ -210,12 +210,12 @@ impl From<EndpointSamples> for EndpointBody {
 
 /// A query parameter that is present and not empty (an empty one, as a form or a dashboard
 /// variable sends it, means "not given").
-fn given(value: &Option<String>) -> Option<&str> {
+pub(crate) fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.is_empty())
 }
 
 /// A name filter, held to the name rule: a name no key can have is refused, not searched.
-fn name<'a>(
+pub(crate) fn name<'a>(
     value: &'a Option<String>,
     field: NameField,
     state: &AppState,
@@ -227,7 +227,7 @@ fn name<'a>(
     Ok(Some(name))
 }
 
-fn cursor<C>(
+pub(crate) fn cursor<C>(
     value: &Option<String>,
     parse: fn(&str) -> Result<C, InvalidCursor>,
 ) -> Result<Option<C>, ApiError> {
@@ -237,7 +237,7 @@ fn cursor<C>(
         .map_err(|e| ApiError::new(ErrorCode::InvalidCursor, e.to_string()))
 }
 
-fn limit(value: &Option<String>) -> Result<usize, ApiError> {
+pub(crate) fn limit(value: &Option<String>) -> Result<usize, ApiError> {
     let Some(text) = given(value) else {
         return Ok(DEFAULT_LIMIT);
     };

@@ -12,7 +12,7 @@ use chrono::{NaiveDate, Weekday};
 use clap::builder::TypedValueParser as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tracegen::feed::{LiveFeed, unix_nanos};
-use tracegen::otlp::{DEFAULT_SPANS_PER_TRACE, OtlpSender, OtlpSummary, SendOptions};
+use tracegen::otlp::{DEFAULT_SPANS_PER_TRACE, OtlpSender, OtlpSummary, SendOptions, SlowSpans};
 use tracegen::push::{PushSummary, Pusher};
 use tracegen::tempo::{FakeTempo, LimitCap, Mode};
 use tracegen::traffic::{GenTrace, Generator, Profile};
@@ -115,8 +115,36 @@ enum Command {
             value_parser = clap::value_parser!(u16).range(1..).map(usize::from)
         )]
         spans_per_trace: usize,
+        /// Every Nth trace sent has one slow span three levels down (the `load` step's call),
+        /// its root longer by as much; 0 never.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        slow_every: u64,
+        /// How much longer that span is, ms.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        slow_extra_ms: u32,
         #[command(flatten)]
         traffic: TrafficArgs,
+    },
+    /// Print one OTLP/JSON trace (`{"resourceSpans": [...]}`, the body of the checker's
+    /// `POST /v1/traces/analysis`) ending now, with its span three levels down slower by
+    /// `--extra-ms`.
+    SlowTrace {
+        #[arg(long, default_value = "checkout")]
+        service: String,
+        #[arg(long, default_value = "POST /api/checkout")]
+        endpoint: String,
+        /// The trace's usual duration, ms, before the slow span's extra time.
+        #[arg(long, default_value_t = 150)]
+        duration_ms: u32,
+        /// How much longer the slow span is, ms (the root is longer by as much).
+        #[arg(long, default_value_t = 1000)]
+        extra_ms: u32,
+        #[arg(
+            long,
+            default_value_t = DEFAULT_SPANS_PER_TRACE,
+            value_parser = clap::value_parser!(u16).range(4..).map(usize::from)
+        )]
+        spans_per_trace: usize,
     },
     /// Print the bucket (`HOUR DAYTYPE`, e.g. `14 weekday`) of an instant in the calendar.
     Bucket {
@@ -299,6 +327,8 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
             interval,
             batch,
             spans_per_trace,
+            slow_every,
+            slow_extra_ms,
             traffic,
         } => {
             let generator = traffic.generator()?;
@@ -312,7 +342,11 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
                 OtlpSender::grpc(&url, options).await?
             } else {
                 OtlpSender::http(&url, options)
-            };
+            }
+            .with_slow_spans(SlowSpans {
+                every: slow_every,
+                extra_ms: slow_extra_ms,
+            });
             let mut total = OtlpSummary::default();
             stream(&generator, history, follow, interval, async |traces| {
                 let summary = sender.send(traces).await?;
@@ -336,6 +370,34 @@ async fn dispatch(args: Args) -> anyhow::Result<()> {
                 "tracegen: total {} traces, {} spans, {} spans rejected in {} requests",
                 total.traces, total.spans, total.rejected_spans, total.requests
             );
+            Ok(())
+        }
+        Command::SlowTrace {
+            service,
+            endpoint,
+            duration_ms,
+            extra_ms,
+            spans_per_trace,
+        } => {
+            let now = unix_nanos(SystemTime::now());
+            let total_nanos = (u64::from(duration_ms) + u64::from(extra_ms)) * 1_000_000;
+            let trace = GenTrace {
+                // Unique per nanosecond and never zero.
+                trace_id: format!("{:032x}", (u128::from(now) << 32) | 0x510e),
+                service,
+                endpoint,
+                start_unix_nano: now.saturating_sub(total_nanos),
+                duration_ms,
+                anomaly: true,
+                root: tracegen::traffic::Root::OnTime,
+            };
+            let request = tracegen::otlp::export_request_slow(
+                &[trace],
+                spans_per_trace,
+                SlowSpans { every: 1, extra_ms },
+                0,
+            );
+            writeln!(std::io::stdout(), "{}", tracegen::otlp::to_json(&request))?;
             Ok(())
         }
         Command::Bucket { at, calendar } => {

@@ -8,9 +8,15 @@
 //! span, then the database, cache and downstream calls of that service), not a model of latency.
 //! Every root is sent, so late and lost roots ([`Root`](crate::traffic::Root)) are a Tempo
 //! listing matter only.
+//!
+//! With four spans or more, the handler's first step is an INTERNAL `{service}.load` span with
+//! one CLIENT call inside it, three levels below the root: the span a trace analysis should name
+//! when [`SlowSpans`] makes it slow (every Nth trace a sender sends, its root longer by as much).
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -26,6 +32,39 @@ use crate::traffic::GenTrace;
 
 /// Spans per trace when not told otherwise: the root and nine children.
 pub const DEFAULT_SPANS_PER_TRACE: usize = 10;
+
+/// Which traces get a slow span: every `every`-th trace (the `every`-th, `2 * every`-th, ...;
+/// never when `every` is 0) has its deepest call ([`slow_span_index`]) longer by `extra_ms`, and
+/// its ancestors, the root included, longer by as much; the spans after it start that much
+/// later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowSpans {
+    pub every: u64,
+    pub extra_ms: u32,
+}
+
+impl SlowSpans {
+    /// No slow spans.
+    pub const NONE: SlowSpans = SlowSpans {
+        every: 0,
+        extra_ms: 0,
+    };
+
+    /// The extra milliseconds of trace number `n` (0-based) in a sender's stream.
+    pub fn extra_ms(&self, n: u64) -> u32 {
+        if self.every > 0 && (n + 1).is_multiple_of(self.every) {
+            self.extra_ms
+        } else {
+            0
+        }
+    }
+}
+
+/// The index (in [`trace_spans`]' order) of the span [`SlowSpans`] slows down: the CLIENT call
+/// three levels below the root when the trace has four spans or more, else its last span.
+pub fn slow_span_index(spans_per_trace: usize) -> usize {
+    spans_per_trace.clamp(1, 4) - 1
+}
 
 /// One child operation of a service: the span name and the attribute saying what it calls.
 struct Op {
@@ -132,9 +171,32 @@ fn span_id(trace_id: &[u8; 16], index: usize) -> Vec<u8> {
 
 /// The spans of one trace, root first: the root SERVER span over exactly the generated
 /// duration; then (with two or more spans) an INTERNAL handler span under it covering its middle
-/// 90%; then CLIENT calls one after another inside the handler (or inside the root when there is
-/// room for only one child). Every child lies within its parent's time.
+/// 90%; then the handler's steps one after another inside it: with four spans or more, first an
+/// INTERNAL `{service}.load` span with one CLIENT call inside it (three levels down), then CLIENT
+/// calls; with three spans, one CLIENT call. Every child lies within its parent's time.
 pub fn trace_spans(trace: &GenTrace, spans_per_trace: usize) -> Vec<Span> {
+    slow_trace_spans(trace, spans_per_trace, 0)
+}
+
+/// [`trace_spans`] with the span at [`slow_span_index`] longer by `extra_ms`: its ancestors (the
+/// root included, so the trace lasts `duration_ms + extra_ms`) end that much later and the spans
+/// after it start that much later.
+pub fn slow_trace_spans(trace: &GenTrace, spans_per_trace: usize, extra_ms: u32) -> Vec<Span> {
+    let mut spans = normal_spans(trace, spans_per_trace);
+    let extra = u64::from(extra_ms) * 1_000_000;
+    if extra > 0 {
+        let slow = slow_span_index(spans.len());
+        for (i, span) in spans.iter_mut().enumerate() {
+            if i > slow {
+                span.start_time_unix_nano += extra;
+            }
+            span.end_time_unix_nano += extra;
+        }
+    }
+    spans
+}
+
+fn normal_spans(trace: &GenTrace, spans_per_trace: usize) -> Vec<Span> {
     let trace_id = trace_id_bytes(&trace.trace_id);
     let start = trace.start_unix_nano;
     let end = trace.end_unix_nano();
@@ -188,20 +250,44 @@ pub fn trace_spans(trace: &GenTrace, spans_per_trace: usize) -> Vec<Span> {
         return spans;
     };
     let ops = operations(&trace.service);
-    let slot = (to - from) / calls.max(1) as u64;
-    for k in 0..calls {
-        let slot_start = from + k as u64 * slot;
+    let call = |index: usize, k: usize, parent: &[u8], from: u64, to: u64| {
         let op = &ops[k % ops.len()];
         let mut span = child(
-            k + 2,
-            &parent,
+            index,
+            parent,
             op.name.to_owned(),
             SpanKind::Client,
-            slot_start + slot / 10,
-            slot_start + slot - slot / 10,
+            from,
+            to,
         );
         span.attributes = vec![string_attribute(op.attribute.0, op.attribute.1)];
-        spans.push(span);
+        span
+    };
+    // With two calls or more, the first slot holds the load step and its call; the rest one
+    // call each.
+    let slots = if calls >= 2 { calls - 1 } else { calls };
+    let slot = (to - from) / slots.max(1) as u64;
+    for s in 0..slots {
+        let slot_start = from + s as u64 * slot;
+        let (a, b) = (slot_start + slot / 10, slot_start + slot - slot / 10);
+        if calls >= 2 && s == 0 {
+            let load = child(
+                2,
+                &parent,
+                format!("{}.load", trace.service),
+                SpanKind::Internal,
+                a,
+                b,
+            );
+            let margin = (b - a) / 10;
+            let inner = call(3, 1, &load.span_id, a + margin, b - margin);
+            spans.push(load);
+            spans.push(inner);
+        } else if calls >= 2 {
+            spans.push(call(s + 3, s + 1, &parent, a, b));
+        } else {
+            spans.push(call(2, 0, &parent, a, b));
+        }
     }
     spans
 }
@@ -209,9 +295,20 @@ pub fn trace_spans(trace: &GenTrace, spans_per_trace: usize) -> Vec<Span> {
 /// One OTLP export of `traces`, `spans_per_trace` spans each (at least the root): one
 /// `ResourceSpans` per service, in the order the services first appear, each with one scope.
 pub fn export_request(traces: &[GenTrace], spans_per_trace: usize) -> ExportTraceServiceRequest {
+    export_request_slow(traces, spans_per_trace, SlowSpans::NONE, 0)
+}
+
+/// [`export_request`] where `traces[i]` is trace number `first + i` of a stream that `slow`
+/// picks slow traces from.
+pub fn export_request_slow(
+    traces: &[GenTrace],
+    spans_per_trace: usize,
+    slow: SlowSpans,
+    first: u64,
+) -> ExportTraceServiceRequest {
     let mut by_service: Vec<ResourceSpans> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for trace in traces {
+    for (n, trace) in traces.iter().enumerate() {
         let i = *index.entry(trace.service.as_str()).or_insert_with(|| {
             by_service.push(ResourceSpans {
                 resource: Some(Resource {
@@ -230,13 +327,76 @@ pub fn export_request(traces: &[GenTrace], spans_per_trace: usize) -> ExportTrac
             });
             by_service.len() - 1
         });
-        by_service[i].scope_spans[0]
-            .spans
-            .extend(trace_spans(trace, spans_per_trace));
+        by_service[i].scope_spans[0].spans.extend(slow_trace_spans(
+            trace,
+            spans_per_trace,
+            slow.extra_ms(first + n as u64),
+        ));
     }
     ExportTraceServiceRequest {
         resource_spans: by_service,
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn json_attributes(attributes: &[KeyValue]) -> Vec<serde_json::Value> {
+    attributes
+        .iter()
+        .filter_map(|a| match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(v) => {
+                Some(serde_json::json!({"key": a.key, "value": {"stringValue": v}}))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `request` as OTLP/JSON (`{"resourceSpans": [...]}`), as OTLP/HTTP JSON exporters write it:
+/// hex trace and span IDs, times as decimal strings, kinds as numbers. Only string attributes,
+/// the only kind this module makes.
+pub fn to_json(request: &ExportTraceServiceRequest) -> serde_json::Value {
+    let resource_spans: Vec<serde_json::Value> = request
+        .resource_spans
+        .iter()
+        .map(|r| {
+            let resource = r.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let scope_spans: Vec<serde_json::Value> = r
+                .scope_spans
+                .iter()
+                .map(|s| {
+                    let spans: Vec<serde_json::Value> = s
+                        .spans
+                        .iter()
+                        .map(|span| {
+                            serde_json::json!({
+                                "traceId": hex(&span.trace_id),
+                                "spanId": hex(&span.span_id),
+                                "parentSpanId": hex(&span.parent_span_id),
+                                "name": span.name,
+                                "kind": span.kind,
+                                "startTimeUnixNano": span.start_time_unix_nano.to_string(),
+                                "endTimeUnixNano": span.end_time_unix_nano.to_string(),
+                                "attributes": json_attributes(&span.attributes),
+                            })
+                        })
+                        .collect();
+                    let scope = s
+                        .scope
+                        .as_ref()
+                        .map(|sc| serde_json::json!({"name": sc.name, "version": sc.version}));
+                    serde_json::json!({"scope": scope, "spans": spans})
+                })
+                .collect();
+            serde_json::json!({
+                "resource": {"attributes": json_attributes(resource)},
+                "scopeSpans": scope_spans,
+            })
+        })
+        .collect();
+    serde_json::json!({ "resourceSpans": resource_spans })
 }
 
 /// What the receiver answered, summed over requests.
@@ -339,6 +499,9 @@ pub struct OtlpSender {
     transport: Transport,
     url: String,
     options: SendOptions,
+    slow: SlowSpans,
+    /// Traces sent so far (by this sender and its clones), numbering the stream for `slow`.
+    sent: Arc<AtomicU64>,
 }
 
 impl OtlpSender {
@@ -359,6 +522,8 @@ impl OtlpSender {
                 batch_size: options.batch_size.max(1),
                 ..options
             },
+            slow: SlowSpans::NONE,
+            sent: Arc::default(),
         }
     }
 
@@ -384,7 +549,16 @@ impl OtlpSender {
                 batch_size: options.batch_size.max(1),
                 ..options
             },
+            slow: SlowSpans::NONE,
+            sent: Arc::default(),
         })
+    }
+
+    /// Makes every `slow.every`-th trace this sender sends slow ([`SlowSpans`]), counting from
+    /// the next one.
+    pub fn with_slow_spans(mut self, slow: SlowSpans) -> Self {
+        self.slow = slow;
+        self
     }
 
     /// The endpoint requests go to.
@@ -397,7 +571,9 @@ impl OtlpSender {
     pub async fn send(&self, traces: &[GenTrace]) -> Result<OtlpSummary, OtlpError> {
         let mut total = OtlpSummary::default();
         for chunk in traces.chunks(self.options.batch_size) {
-            let request = export_request(chunk, self.options.spans_per_trace);
+            let first = self.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let request =
+                export_request_slow(chunk, self.options.spans_per_trace, self.slow, first);
             let spans = request
                 .resource_spans
                 .iter()
@@ -643,7 +819,7 @@ mod tests {
             [
                 "POST /api/checkout",
                 "checkout.handle",
-                "redis GET",
+                "checkout.load",
                 "SELECT carts",
                 "GET inventory",
                 "POST payments",
@@ -655,6 +831,132 @@ mod tests {
         );
         // The same trace always gives the same spans.
         assert_eq!(spans, trace_spans(&traces()[0], 10));
+        // SERVER root, INTERNAL handler and load, CLIENT calls: the load's call three levels
+        // down.
+        let kinds: Vec<i32> = spans.iter().map(|s| s.kind).collect();
+        let (server, internal, client) = (
+            SpanKind::Server as i32,
+            SpanKind::Internal as i32,
+            SpanKind::Client as i32,
+        );
+        assert_eq!(
+            kinds,
+            [
+                server, internal, internal, client, client, client, client, client, client, client
+            ]
+        );
+        assert_eq!(spans[3].parent_span_id, spans[2].span_id);
+        assert_eq!(spans[2].parent_span_id, spans[1].span_id);
+        assert_eq!(spans[1].parent_span_id, spans[0].span_id);
+    }
+
+    /// Start and end of each span, in ms from the trace's start.
+    fn times(spans: &[Span]) -> Vec<(f64, f64)> {
+        let t0 = spans[0].start_time_unix_nano;
+        spans
+            .iter()
+            .map(|s| {
+                (
+                    (s.start_time_unix_nano - t0) as f64 / 1e6,
+                    (s.end_time_unix_nano - t0) as f64 / 1e6,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_trace_has_its_deep_call_and_its_ancestors_longer_and_the_rest_later() {
+        let t = trace(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "checkout",
+            "POST /api/checkout",
+            160,
+        );
+        let normal = trace_spans(&t, 10);
+        let slow = slow_trace_spans(&t, 10, 1000);
+        assert_eq!(slow_span_index(10), 3);
+        // The handler covers 8..152 ms, 7 slots of 20.57 ms; the load span is slot 0's middle
+        // 80%, its call the load's middle 80%.
+        let (n, s) = (times(&normal), times(&slow));
+        assert_eq!(n[0], (0.0, 160.0));
+        assert_eq!(n[1], (8.0, 152.0));
+        assert_eq!(s[0], (0.0, 1160.0), "the root is longer by the extra");
+        assert_eq!(s[1], (8.0, 1152.0));
+        assert_eq!(s[2], (n[2].0, n[2].1 + 1000.0));
+        assert_eq!(s[3], (n[3].0, n[3].1 + 1000.0));
+        assert!(n[3].1 - n[3].0 < 20.0, "{:?}", n[3]);
+        for i in 4..10 {
+            assert_eq!(
+                s[i],
+                (n[i].0 + 1000.0, n[i].1 + 1000.0),
+                "span {i} moves later"
+            );
+        }
+        for (a, b) in normal.iter().zip(&slow) {
+            assert_eq!(
+                (&a.name, &a.span_id, &a.parent_span_id),
+                (&b.name, &b.span_id, &b.parent_span_id)
+            );
+        }
+        // Short traces slow their deepest span.
+        assert_eq!(slow_span_index(3), 2);
+        assert_eq!(slow_span_index(1), 0);
+        let one = slow_trace_spans(&t, 1, 5);
+        assert_eq!(times(&one), [(0.0, 165.0)]);
+    }
+
+    #[test]
+    fn every_nth_trace_of_a_stream_is_slow() {
+        let slow = SlowSpans {
+            every: 3,
+            extra_ms: 700,
+        };
+        let extras: Vec<u32> = (0..7).map(|n| slow.extra_ms(n)).collect();
+        assert_eq!(extras, [0, 0, 700, 0, 0, 700, 0]);
+        assert_eq!(SlowSpans::NONE.extra_ms(0), 0);
+        // In a request, trace i is number first + i.
+        let traces = traces();
+        let request = export_request_slow(&traces[..2], 10, slow, 1);
+        let roots: Vec<u64> = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans[0].spans)
+            .filter(|s| s.parent_span_id.is_empty())
+            .map(|s| (s.end_time_unix_nano - s.start_time_unix_nano) / NANOS_PER_MS)
+            .collect();
+        assert_eq!(roots, [183, 91 + 700]);
+    }
+
+    #[test]
+    fn json_has_hex_ids_and_string_times() {
+        let request = export_request_slow(
+            &traces()[..1],
+            4,
+            SlowSpans {
+                every: 1,
+                extra_ms: 10,
+            },
+            0,
+        );
+        let json = to_json(&request);
+        let spans = json["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .unwrap();
+        assert_eq!(spans.len(), 4);
+        assert_eq!(spans[0]["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(spans[0]["parentSpanId"], "");
+        assert_eq!(spans[3]["parentSpanId"], spans[2]["spanId"]);
+        assert_eq!(spans[0]["kind"], SpanKind::Server as i32);
+        assert_eq!(spans[0]["startTimeUnixNano"], "1795363200123456789");
+        assert_eq!(spans[0]["endTimeUnixNano"], "1795363200316456789");
+        assert_eq!(
+            json["resourceSpans"][0]["resource"]["attributes"][0],
+            serde_json::json!({"key": "service.name", "value": {"stringValue": "checkout"}})
+        );
+        assert_eq!(
+            spans[0]["attributes"][1]["value"]["stringValue"],
+            "/api/checkout"
+        );
     }
 
     #[test]

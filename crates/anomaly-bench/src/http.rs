@@ -28,7 +28,7 @@ use crate::{Row, key, otlp};
 pub(crate) const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// Connections of the ingest run (batches, not single requests).
-const INGEST_CONNECTIONS: u32 = 8;
+pub(crate) const INGEST_CONNECTIONS: u32 = 8;
 
 /// Load settings shared by every wrk run.
 #[derive(Debug, Clone, Copy)]
@@ -229,18 +229,20 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// Everything the check and ingest benchmarks need to run.
 /// The release ingester on `server`'s Redis (keys under `bench:`), OTLP/gRPC off: it is not
-/// measured, and its fixed default port could clash with another process.
+/// measured, and its fixed default port could clash with another process. `spans` is
+/// `spans.enabled`: whether OTLP child spans feed span baselines.
 pub(crate) async fn start_ingester(
     setup: &Setup,
     server: &RedisServer,
     log: PathBuf,
+    spans: bool,
 ) -> anyhow::Result<Service> {
     let env = vec![
         ("ANOMALY_REDIS__URL", server.url()),
         ("ANOMALY_REDIS__KEY_PREFIX", "bench:".to_owned()),
         ("ANOMALY_INGESTER__OTLP__GRPC_LISTEN", String::new()),
+        ("ANOMALY_SPANS__ENABLED", spans.to_string()),
     ];
     Service::start("ingester", &setup.bin_dir, &env, log, "warn", READY_WITHIN).await
 }
@@ -478,7 +480,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         ingest_script(setup.ingest_batch).replace("{keys}", keys_file.to_str().context("utf-8")?),
     )?;
 
-    let ingester = start_ingester(setup, &server, work.join("ingester.log")).await?;
+    let ingester = start_ingester(setup, &server, work.join("ingester.log"), true).await?;
     let rss_before = ingester.rss()?;
     eprintln!("wrk ingest");
     // Each request carries a whole batch: 8 connections keep 4000 traces in flight, enough to
@@ -507,7 +509,9 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     ensure!(seen > 0, "no trace was stored");
 
     // Right after the push run, so the machine's drift between the two is small.
-    let otlp = otlp::ingest(setup, &all, load.connections).await?;
+    let otlp = otlp::ingest(setup, &all, load.connections, true).await?;
+    // Span baselines off, right after: the ingest cost of span baselines is the ratio.
+    let otlp_off = otlp::ingest(setup, &all, load.connections, false).await?;
 
     eprintln!("redis-benchmark lpush");
     let output = tokio::process::Command::new("redis-benchmark")
@@ -533,7 +537,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         .next_back()
         .with_context(|| format!("no LPUSH figure in redis-benchmark output: {text}"))?;
 
-    Ok(vec![
+    Ok([
         Row::new(
             format!(
                 "ingest, `POST /v1/traces/ingest` ({} distinct traces a request, {} keys, {} connections)",
@@ -547,22 +551,10 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             ">= 50000 traces/s",
             Some(traces_per_sec >= 50_000.0),
         ),
-        Row::new(
-            format!(
-                "ingest, OTLP/HTTP protobuf `POST /v1/traces` ({} traces x {} spans a request, {} KiB, {} keys, {} connections)",
-                setup.ingest_batch,
-                setup.otlp_spans_per_trace,
-                otlp.body_bytes / 1024,
-                setup.keys,
-                load.connections
-            ),
-            format!(
-                "{:.0} spans/s = {:.0} roots/s, p50 {:.1} ms, p99 {:.1} ms a request",
-                otlp.spans_per_sec, otlp.roots_per_sec, otlp.p50_ms, otlp.p99_ms
-            ),
-            ">= 500000 spans/s (50000 roots/s)",
-            Some(otlp.spans_per_sec >= 500_000.0 && otlp.roots_per_sec >= 50_000.0),
-        ),
+    ]
+    .into_iter()
+    .chain(otlp::rows(setup, load.connections, &otlp, &otlp_off))
+    .chain([
         Row::new(
             "OTLP roots/s : push API traces/s, same run",
             format!("{:.2}x", otlp.roots_per_sec / traces_per_sec),
@@ -597,6 +589,7 @@ async fn ingest(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             None,
         ),
     ])
+    .collect())
 }
 
 /// The store of the benchmarked services (prefix `bench:`), for seeding and key names.

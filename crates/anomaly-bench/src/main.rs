@@ -7,6 +7,7 @@
 // A command-line report: printing the table is its job.
 #![allow(clippy::print_stdout)]
 
+mod analysis;
 mod cpu;
 mod http;
 mod micro;
@@ -55,6 +56,15 @@ enum Command {
     /// the fallback chain and one global window per endpoint (`just quality`; not part of
     /// `all`; `--write` rewrites the quality section).
     Quality(QualityArgs),
+    /// Span baselines and trace analysis alone: OTLP ingest of multi-span traces with span
+    /// baselines on, then off, and the latency of `POST /v1/traces/analysis` of a 50-span
+    /// trace (both are also part of `all`).
+    Spans {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
+    },
     /// Everything above, in one table (`just bench`).
     All {
         #[command(flatten)]
@@ -63,7 +73,16 @@ enum Command {
         http: HttpArgs,
         #[command(flatten)]
         micro: MicroArgs,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+struct AnalysisArgs {
+    /// Trace analyses timed (one at a time), and as many `/healthz`.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..))]
+    analysis_requests: u32,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -336,9 +355,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let soak_run = matches!(args.command, Command::Soak(_));
-    if soak_run && args.write.is_some() {
-        // The figures section holds the benchmark table; the soak's table goes beside it.
-        anyhow::bail!("--write rewrites the benchmark figures; paste the soak's table by hand");
+    if (soak_run || matches!(args.command, Command::Spans { .. })) && args.write.is_some() {
+        // The figures section holds the whole benchmark table; these tables go beside it.
+        anyhow::bail!("--write rewrites the benchmark figures; paste this table by hand");
     }
     let rows = match args.command {
         Command::Recompute(r) => runtime.block_on(recompute::run(r.keys, r.samples))?,
@@ -346,13 +365,30 @@ fn main() -> anyhow::Result<()> {
         Command::Micro(m) => micro::rows(&m.criterion_dir)?,
         Command::Soak(s) => runtime.block_on(soak::run(&s.soak()?))?,
         Command::Quality(_) => unreachable!("handled above"),
+        Command::Spans { http, analysis } => {
+            let setup = http.setup()?;
+            let keys: Vec<BaselineKey> = (0..setup.keys).map(key).collect();
+            let connections = setup.load.connections.min(http::INGEST_CONNECTIONS);
+            runtime.block_on(async {
+                let on = otlp::ingest(&setup, &keys, connections, true).await?;
+                let off = otlp::ingest(&setup, &keys, connections, false).await?;
+                let mut rows = otlp::rows(&setup, connections, &on, &off);
+                rows.extend(analysis::run(&setup.bin_dir, analysis.analysis_requests).await?);
+                anyhow::Ok(rows)
+            })?
+        }
         Command::All {
             recompute,
             http,
             micro,
+            analysis,
         } => {
             let mut rows = micro::rows(&micro.criterion_dir)?;
-            rows.extend(runtime.block_on(http::run(&http.setup()?))?);
+            let setup = http.setup()?;
+            rows.extend(runtime.block_on(http::run(&setup))?);
+            rows.extend(
+                runtime.block_on(analysis::run(&setup.bin_dir, analysis.analysis_requests))?,
+            );
             rows.extend(runtime.block_on(recompute::run(recompute.keys, recompute.samples))?);
             rows
         }

@@ -8,6 +8,9 @@
 //! through `tracegen::otlp`, the code behind `tracegen otlp`), and each request only copies one
 //! and writes fresh trace IDs over the old ones at offsets found once. Every root is therefore a
 //! new trace, and dedup never short-cuts the work.
+//!
+//! The same run measures span baselines on and off (`spans.enabled`), each on its own fresh
+//! Redis and ingester: the ratio of the two is the ingest cost of span baselines.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message as _;
 use tracegen::traffic::{GenTrace, Root};
 
+use crate::Row;
 use crate::cpu::{self, Meter, Source, Usage};
 use crate::http::{Setup, bench_store, count_keys, start_ingester, start_nanos, tempdir};
 
@@ -119,6 +123,27 @@ pub(crate) struct OtlpRun {
     pub(crate) cpu: Usage,
     pub(crate) rss_before: u64,
     pub(crate) rss_after: u64,
+    /// Child spans a trace that the ingester accepted into span windows
+    /// (`anomaly_span_samples_total{outcome="accepted"}` over the roots sent).
+    pub(crate) span_samples_per_trace: f64,
+}
+
+/// The sum of `anomaly_span_samples_total{..., outcome="accepted"}` in `base`'s metrics.
+async fn accepted_span_samples(client: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("anomaly_span_samples_total{") && l.contains("outcome=\"accepted\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// Requests and latencies of one connection's loop.
@@ -182,6 +207,50 @@ async fn worker(
     Ok(w)
 }
 
+/// The rows of an OTLP run with span baselines on and one with them off, and their ratio.
+pub(crate) fn rows(setup: &Setup, connections: u32, on: &OtlpRun, off: &OtlpRun) -> Vec<Row> {
+    let figures = |r: &OtlpRun| {
+        format!(
+            "{:.0} spans/s = {:.0} roots/s, p50 {:.1} ms, p99 {:.1} ms a request",
+            r.spans_per_sec, r.roots_per_sec, r.p50_ms, r.p99_ms
+        )
+    };
+    vec![
+        Row::new(
+            format!(
+                "ingest, OTLP/HTTP protobuf `POST /v1/traces` ({} traces x {} spans a request, {} KiB, {} keys, {} connections; span baselines on: {:.1} child spans a trace feed span windows)",
+                setup.ingest_batch,
+                setup.otlp_spans_per_trace,
+                on.body_bytes / 1024,
+                setup.keys,
+                connections,
+                on.span_samples_per_trace
+            ),
+            figures(on),
+            ">= 500000 spans/s (50000 roots/s)",
+            Some(on.spans_per_sec >= 500_000.0 && on.roots_per_sec >= 50_000.0),
+        ),
+        Row::new(
+            "the same, span baselines off (`spans.enabled: false`), right after",
+            figures(off),
+            "",
+            None,
+        ),
+        Row::new(
+            "OTLP roots/s with span baselines on : off, same run (the ingest cost of span baselines)",
+            format!("{:.2}x", on.roots_per_sec / off.roots_per_sec),
+            "measured (issue 16 sets no bound)",
+            None,
+        ),
+        Row::new(
+            "CPU during OTLP ingest, % of one core, span baselines on; off",
+            format!("on: {}; off: {}", on.cpu, off.cpu),
+            "which process is the bottleneck",
+            None,
+        ),
+    ]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -190,13 +259,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// Starts its own Redis and release ingester, sends one checked request, then `connections`
-/// loops of pre-encoded requests for the load's duration, and proves every acknowledged root
-/// is in Redis.
+/// Starts its own Redis and release ingester (span baselines on or off as `spans` says), sends
+/// one checked request, then `connections` loops of pre-encoded requests for the load's
+/// duration, and proves every acknowledged root is in Redis, and that child spans fed span
+/// windows exactly when `spans` is on.
 pub(crate) async fn ingest(
     setup: &Setup,
     keys: &[BaselineKey],
     connections: u32,
+    spans_on: bool,
 ) -> anyhow::Result<OtlpRun> {
     let batch = setup.ingest_batch.max(1) as usize;
     let spans = setup.otlp_spans_per_trace.max(1) as usize;
@@ -215,7 +286,12 @@ pub(crate) async fn ingest(
 
     let server = RedisServer::start_ephemeral();
     let work = tempdir()?;
-    let ingester = start_ingester(setup, &server, work.join("ingester-otlp.log")).await?;
+    let log = if spans_on {
+        "ingester-otlp.log"
+    } else {
+        "ingester-otlp-spans-off.log"
+    };
+    let ingester = start_ingester(setup, &server, work.join(log), spans_on).await?;
     let url = format!("{}/v1/traces", ingester.base);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -227,7 +303,10 @@ pub(crate) async fn ingest(
         .context("the first OTLP request")?;
     let rss_before = ingester.rss()?;
 
-    eprintln!("OTLP ingest, {connections} connections");
+    eprintln!(
+        "OTLP ingest, {connections} connections, span baselines {}",
+        if spans_on { "on" } else { "off" }
+    );
     let counter = Arc::new(AtomicU64::new(1));
     let meter = Meter::start(vec![
         ("ingester", Source::Process(ingester.pid())),
@@ -262,7 +341,19 @@ pub(crate) async fn ingest(
     }
     let cpu = meter.stop()?;
     let rss_after = ingester.rss()?;
+    let span_samples = accepted_span_samples(&client, &ingester.base).await?;
     drop(ingester);
+    if spans_on {
+        ensure!(
+            span_samples > 0.0,
+            "span baselines are on but no child span was accepted"
+        );
+    } else {
+        ensure!(
+            span_samples == 0.0,
+            "span baselines are off but {span_samples} child spans were accepted"
+        );
+    }
 
     // Every acknowledged root is in Redis, each as a new trace: count the dedup markers.
     let seen = count_keys(&server, &bench_store(&server)?.keys().seen_pattern())?;
@@ -282,6 +373,7 @@ pub(crate) async fn ingest(
         cpu,
         rss_before,
         rss_after,
+        span_samples_per_trace: span_samples / roots as f64,
     })
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The local demo: Redis, tracegen as Tempo with a week of history, the ingester (backfill, then
-# polling), the recomputer and the checker, then four explained verdicts.
+# polling), the recomputer and the checker, then four explained verdicts; then the same history
+# sent again as OTLP (every span of every trace, so span baselines form; the roots are duplicates
+# of the backfilled ones) and one trace analysis naming the slow span behind a slow trace.
 #
 #   scripts/demo.sh run    # foreground until Ctrl-C, then stops everything it started (just demo)
 #   scripts/demo.sh up     # the same in the background, state in .demo/          (just up)
@@ -8,7 +10,8 @@
 #   scripts/demo.sh logs   # follows the logs of what `up` started                (just logs)
 #
 # Environment: DEMO_TIMEZONE (default Asia/Taipei), DEMO_SEED (42), DEMO_HISTORY (7d),
-# DEMO_WAIT (seconds to wait for baselines, 300), DEMO_KEEP=1 keeps `run`'s temp dir,
+# DEMO_WAIT (seconds to wait for baselines, 300; span baselines get as long again),
+# DEMO_KEEP=1 keeps `run`'s temp dir,
 # DEMO_BUILD=0 skips the build and uses target/release (or $CARGO_TARGET_DIR/release) as it is.
 # Needs bash, curl and cargo; installs redis-server with apt-get when it is missing.
 
@@ -352,11 +355,90 @@ print_verdicts() {
   fi
 }
 
+# Sends the history again as OTLP, so every child span feeds its span window. Same seed and
+# calendar as tracegen's Tempo: the same traces, so the roots are deduplicated against the
+# backfill's and only the child spans are new. Every 200th trace has one slow call three levels
+# down (tracegen otlp --slow-every).
+send_otlp_history() {
+  say "sending the same $HISTORY of traffic as OTLP to the ingester, so span baselines form"
+  "$BIN/tracegen" otlp --url "http://127.0.0.1:$INGESTER_PORT" --history "$HISTORY" \
+    --seed "$SEED" --timezone "$TIMEZONE" --batch 1000 >"$STATE/logs/tracegen-otlp.log" 2>&1 ||
+    {
+      tail -n 20 "$STATE/logs/tracegen-otlp.log" >&2 || true
+      die "tracegen otlp failed (log: $STATE/logs/tracegen-otlp.log)"
+    }
+  printf '    %s%s%s\n' "$DIM" "$(grep -m1 'tracegen: total' "$STATE/logs/tracegen-otlp.log" || true)" "$RESET"
+}
+
+# The span baseline the analysis example needs: checkout's call three levels down in tracegen's
+# trace shape (the `checkout.load` step's `SELECT carts`), in the current bucket.
+SLOW_SPAN="SELECT carts"
+
+wait_for_span_baseline() {
+  say "waiting for the span baseline of checkout \"$SLOW_SPAN\" in the current bucket"
+  local deadline=$((SECONDS + WAIT_SECS)) now body answer count
+  while :; do
+    now="$(date +%s)000000000"
+    body="{\"serviceName\":\"checkout\",\"spanName\":\"$SLOW_SPAN\",\"startTimeUnixNano\":\"$now\",\"durationMs\":10}"
+    answer=$(curl -fsS --max-time 2 -X POST "$CHECKER/v1/anomaly/check/span" -H 'content-type: application/json' -d "$body" 2>/dev/null || true)
+    count=$(json_number sampleCount "$answer")
+    printf '\r    samples in its window: %s   ' "${count:-0}"
+    [[ -n $count ]] && ((${count%.*} >= 50)) && break
+    ((SECONDS < deadline)) || {
+      echo
+      die "no span baseline after ${WAIT_SECS}s: $answer (see $STATE/logs/recomputer.log and ingester.log)"
+    }
+    nap 1
+  done
+  echo
+}
+
+# Example 5: one slow checkout trace, built by tracegen and ending now, analysed by the checker
+# without Tempo (POST /v1/traces/analysis): the culprit is the slow span three levels down.
+print_analysis() {
+  local base p50 duration trace cmd answer summary culprit
+  base=$(baseline_json "checkout|POST /api/checkout")
+  p50=$(json_number p50 "$base")
+  duration=$(awk -v x="${p50:-150}" 'BEGIN { printf "%d", x + 0.5 }')
+  trace=$("$BIN/tracegen" slow-trace --service checkout --endpoint "POST /api/checkout" \
+    --duration-ms "$duration" --extra-ms 1000) || die "tracegen slow-trace failed"
+  printf '%s\n' "$trace" >"$STATE/slow-trace.json"
+  cmd="$BIN/tracegen slow-trace --duration-ms $duration --extra-ms 1000 > slow-trace.json
+$ curl -s -X POST $CHECKER/v1/traces/analysis -H 'content-type: application/json' -d @slow-trace.json"
+  printf '\n%s5. Which span made a slow trace slow (a %d ms checkout with one call a second slower, 10 spans)%s\n%s$ %s%s\n' \
+    "$BOLD" "$((duration + 1000))" "$RESET" "$DIM" "$cmd" "$RESET"
+  answer=$(curl -sS --max-time 5 -X POST "$CHECKER/v1/traces/analysis" -H 'content-type: application/json' \
+    --data-binary "@$STATE/slow-trace.json") || die "the checker did not answer the analysis"
+  if command -v python3 >/dev/null; then
+    # The verdicts and the culprits; the full answer (every span, the critical path) is long.
+    python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+if "culprits" not in a:
+    print(json.dumps(a, indent=2)); sys.exit(0)
+print(json.dumps({k: a[k] for k in ("traceId", "summary", "durationMs", "spanCount", "culprits")}, indent=2))
+print("critical path: " + " -> ".join("%s (%.0f ms)" % (s["name"], s["durationMs"]) for s in a["criticalPath"]))
+' <<<"$answer" || echo "$answer"
+  else
+    echo "$answer"
+  fi
+  summary=$(json_string summary "$answer")
+  # The first culprit's name (serde writes spanId, service, name in that order).
+  culprit=$(grep -o '"culprits":\[{"spanId":"[^"]*","service":"[^"]*","name":"[^"]*"' <<<"$answer" |
+    sed 's/.*"name":"//; s/"$//' | head -n1 || true)
+  if [[ $culprit == "$SLOW_SPAN" ]]; then
+    printf '%s=> culprit: %s%s: %s\n' "$RED" "$culprit" "$RESET" "$summary"
+  else
+    printf '%swarning:%s expected the culprit %s; got %s\n' "$YELLOW" "$RESET" "$SLOW_SPAN" "${culprit:-none}: ${summary:-$answer}" >&2
+  fi
+}
+
 print_endpoints() {
   cat <<EOF
 
 ${BOLD}Running${RESET} (config: $STATE/config.yaml, logs: $STATE/logs/)
-  checker     $CHECKER        POST /v1/anomaly/check, /v1/anomaly/check/batch, GET /v1/baseline
+  checker     $CHECKER        POST /v1/anomaly/check, /v1/anomaly/check/batch, GET /v1/baseline,
+                                         POST /v1/traces/analysis, GET /v1/traces/{id}/analysis
   ingester    http://127.0.0.1:$INGESTER_PORT        POST /v1/traces/ingest, polling tracegen every 5 s
   recomputer  http://127.0.0.1:$RECOMPUTER_PORT        recomputing dirty baselines every 2 s
   tempo       http://127.0.0.1:$TEMPO_PORT        tracegen: new demo traces every second
@@ -387,6 +469,9 @@ cmd_run() {
   start_stack
   wait_for_baselines
   print_verdicts
+  send_otlp_history
+  wait_for_span_baseline
+  print_analysis
   print_endpoints
   printf '\nPress Ctrl-C to stop everything.\n'
   # From here on Ctrl-C is the normal way to end the demo, not a failure.
@@ -424,6 +509,9 @@ cmd_up() {
   start_stack
   wait_for_baselines
   print_verdicts
+  send_otlp_history
+  wait_for_span_baseline
+  print_analysis
   trap - EXIT INT TERM
   print_endpoints
   printf '\nRunning in the background: %sjust logs%s follows the logs, %sjust down%s stops it all.\n' \

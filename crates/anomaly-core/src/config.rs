@@ -48,6 +48,11 @@ pub struct StatsConfig {
     /// The levels tried, in order, when the exact bucket has fewer than `min_samples`; empty
     /// judges against the exact bucket only.
     pub fallback: Vec<FallbackStep>,
+    /// The contamination guard: a sample judged anomalous on ingest is deduplicated and counted
+    /// but kept out of its window, so a long incident does not raise the baseline it is judged
+    /// against. Off by default: a lasting shift (a slower release) then never becomes the new
+    /// normal until the guard is turned off or the traffic recovers.
+    pub exclude_anomalies: bool,
 }
 
 /// A wider baseline than the exact bucket.
@@ -99,6 +104,7 @@ impl Default for StatsConfig {
             mad_epsilon_ms: 1.0,
             min_threshold_ms: 0.0,
             nearby_hours: 2,
+            exclude_anomalies: false,
             fallback: Level::FALLBACKS
                 .iter()
                 .map(|&level| FallbackStep {

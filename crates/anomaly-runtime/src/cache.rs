@@ -39,12 +39,24 @@ const REFRESH_BATCH: usize = 256;
 /// What is stored for a key (shared: a hit copies a pointer), `None` when nothing is.
 pub type Stored = Option<Arc<Baselines>>;
 
-/// How long entries live and how many are kept.
-#[derive(Debug, Clone, Copy)]
+/// How long entries live and how many are kept (`ingester.detect.cache`; the checker's
+/// `checker.cache` has the same two keys).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// 0 turns the cache off: every lookup goes to Redis.
+    #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl: Duration::from_secs(5),
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

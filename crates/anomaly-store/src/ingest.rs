@@ -32,6 +32,9 @@ pub struct IngestItem {
     pub trace_id: TraceId,
     pub key: BaselineKey,
     pub duration: DurationMs,
+    /// When the trace started (unix ms): not stored in the window; the anomaly feed records
+    /// it.
+    pub start_ms: i64,
 }
 
 /// How windows are kept.

@@ -36,6 +36,8 @@ pub struct SpanItem {
     pub span_id: u64,
     pub key: BaselineKey,
     pub duration: DurationMs,
+    /// When the span started (unix ms), for the anomaly feed; not stored in the window.
+    pub start_ms: i64,
 }
 
 /// How span windows are kept.

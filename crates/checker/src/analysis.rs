@@ -29,9 +29,9 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use anomaly_runtime::cache::Stored;
 use crate::check::{CheckResponse, SpanBody, ValidCheck, explain};
 use crate::state::{AppState, Now};
+use anomaly_runtime::cache::Stored;
 
 /// What the analysis needs besides the baselines: Tempo, and the span-count limit.
 #[derive(Debug, Clone)]

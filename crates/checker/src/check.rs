@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use anomaly_core::rule::Bound;
 use anomaly_core::{
     Baseline, BaselineKey, Baselines, Bucket, DayType, DurationMs, KeyError, Level, NameField,
-    NameRules, ReasonContext, Status, UnixNanos, Verdict, round3,
+    NameRules, ReasonContext, Status, TraceId, UnixNanos, Verdict, round3,
 };
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
 use anomaly_runtime::http::ApiJson;
@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use anomaly_runtime::cache::Stored;
 use crate::state::{AppState, InputLimits, Now};
+use anomaly_runtime::cache::Stored;
 
 /// A check: which request, when, and how long it took.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -42,6 +42,11 @@ pub(crate) struct CheckRequest {
     /// How long it took, in milliseconds: a number (or a decimal string) from 0 to 86400000.
     #[schema(value_type = f64, example = 1840.0)]
     duration_ms: Option<Value>,
+    /// Optional: the request's trace ID (1 to 32 hex digits; INVALID_TRACE_ID otherwise). The
+    /// answer then carries it, and `traceUrl` when `links.trace_url` is set.
+    #[serde(rename = "traceID")]
+    #[schema(value_type = Option<String>, example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    trace_id: Option<Value>,
 }
 
 /// A span check: one span of a trace, judged against its span baseline (kept from the spans
@@ -71,6 +76,10 @@ pub(crate) struct SpanCheckRequest {
     /// How long the span took, in milliseconds: as `durationMs` of a check.
     #[schema(value_type = f64, example = 1400.0)]
     duration_ms: Option<Value>,
+    /// Optional: the span's trace ID, as `traceID` of a check.
+    #[serde(rename = "traceID")]
+    #[schema(value_type = Option<String>, example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    trace_id: Option<Value>,
 }
 
 /// Up to `checker.max_batch_items` checks; an item with a `spanName` is a span check.
@@ -165,6 +174,14 @@ pub(crate) struct CheckResponse {
     /// For a span check, the span judged; absent from root checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     span: Option<SpanBody>,
+    /// The trace ID the check was sent with, normalised (32 lower-case hex digits); absent
+    /// when none was sent.
+    #[serde(rename = "traceID", skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+    /// A link to the trace (`links.trace_url` with the trace ID), when a trace ID was sent and
+    /// the template is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_url: Option<String>,
     #[serde(skip)]
     verdict_status: Status,
 }
@@ -336,6 +353,7 @@ pub(crate) struct ValidCheck {
     bucket: Bucket,
     /// Set for a span check: its key is in the span key space.
     span: Option<SpanBody>,
+    trace_id: Option<TraceId>,
 }
 
 impl SpanBody {
@@ -376,6 +394,7 @@ impl ValidCheck {
             duration,
             bucket,
             span,
+            trace_id: None,
         }
     }
 
@@ -557,7 +576,7 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
         NameField::Endpoint,
         limits,
     )?;
-    keyed(
+    let mut check = keyed(
         service,
         endpoint,
         request.start_time_unix_nano.as_ref(),
@@ -565,7 +584,21 @@ fn validate(request: CheckRequest, state: &AppState, now: Now) -> Result<ValidCh
         None,
         state,
         now,
-    )
+    )?;
+    check.trace_id = trace_id(request.trace_id.as_ref())?;
+    Ok(check)
+}
+
+/// The optional `traceID` of a check.
+fn trace_id(value: Option<&Value>) -> Result<Option<TraceId>, ApiError> {
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidTraceId, m);
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => TraceId::parse(s)
+            .map(Some)
+            .map_err(|e| invalid(e.to_string())),
+        Some(_) => Err(invalid("traceID must be a string of hex digits".to_owned())),
+    }
 }
 
 /// Validates a span check as [`validate`] does a check; the span's name goes through the
@@ -593,7 +626,7 @@ fn validate_span(
     let named = state.spans.name(sent, route, method);
     let span = SpanBody::new(&service, &named.name, sent);
     let span_name = span.name.clone();
-    keyed(
+    let mut check = keyed(
         service,
         span_name,
         request.start_time_unix_nano.as_ref(),
@@ -601,7 +634,9 @@ fn validate_span(
         Some(span),
         state,
         now,
-    )
+    )?;
+    check.trace_id = trace_id(request.trace_id.as_ref())?;
+    Ok(check)
 }
 
 /// An optional string field: absent or null is `None`; anything but a string is INVALID_BODY.
@@ -652,6 +687,7 @@ fn keyed(
         duration,
         bucket,
         span,
+        trace_id: None,
     })
 }
 
@@ -793,6 +829,8 @@ pub(crate) fn explain(
             endpoint: a.over.endpoint.clone(),
         }),
         span: check.span.clone(),
+        trace_id: check.trace_id.map(|t| t.to_string()),
+        trace_url: check.trace_id.and_then(|t| state.links.trace_url(&t)),
         verdict_status: verdict.status,
     }
 }

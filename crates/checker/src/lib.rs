@@ -16,6 +16,7 @@
 //! losing it (a restart) loses nothing.
 
 mod analysis;
+mod anomalies;
 mod baseline;
 mod check;
 mod keys;
@@ -202,7 +203,8 @@ pub fn app(config: &Config) -> anyhow::Result<Router> {
         .route("/v1/baseline", get(baseline::get_baseline))
         .route("/v1/keys", get(keys::list_keys))
         .route("/v1/services", get(keys::list_services))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(anomalies::routes(state.clone(), &config.common.links));
     let api = http::trace(http::protect_api(api, &config.service.limits, tokens));
     let docs = anomaly_runtime::openapi::route(openapi_json);
     let probes = http::probes(state.store().clone(), state.metrics().clone(), Vec::new());

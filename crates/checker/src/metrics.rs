@@ -21,7 +21,6 @@ struct CheckLabels {
     service: String,
 }
 
-
 const STATUSES: [Status; 3] = [Status::Normal, Status::Anomaly, Status::InsufficientData];
 
 /// The three verdict counters of one `service` label, indexed like [`STATUSES`].

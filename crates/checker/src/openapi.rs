@@ -27,6 +27,7 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
         crate::check::check_span,
         crate::analysis::analyse_by_id,
         crate::analysis::analyse_body,
+        crate::anomalies::list_anomalies,
         crate::baseline::get_baseline,
         crate::keys::list_keys,
         crate::keys::list_services
@@ -66,6 +67,7 @@ use crate::keys::{BucketCounts, EndpointBody, KeysResponse, ServicesResponse};
     tags(
         (name = "check", description = "Is this request's latency anomalous?"),
         (name = "analysis", description = "Which span made this trace slow?"),
+        (name = "anomalies", description = "What was found anomalous on ingest, newest first"),
         (name = "baseline", description = "What is stored for a key"),
         (name = "keys", description = "Which services and endpoints have samples, and how many"),
     )

@@ -12,8 +12,8 @@ use crate::Config;
 use anomaly_traces::tempo::TraceFetcher;
 
 use crate::analysis::Analyzer;
-use anomaly_runtime::cache::{BaselineCache, CacheMetrics, CacheSettings};
 use crate::metrics::CheckerMetrics;
+use anomaly_runtime::cache::{BaselineCache, CacheMetrics, CacheSettings};
 
 #[derive(Debug, Clone)]
 pub(crate) struct AppState(Arc<Inner>);
@@ -26,6 +26,8 @@ pub(crate) struct Inner {
     /// `spans:`, compiled: how a span's name becomes its key, as the ingester does it.
     pub(crate) spans: SpanRules,
     pub(crate) analyzer: Analyzer,
+    /// `links`: the trace URL template of answers with a trace ID.
+    pub(crate) links: anomaly_runtime::links::LinksConfig,
     pub(crate) bucketer: Bucketer,
     /// [`Bucketer::describe`] of every bucket, computed once: weekday hours 0-23, then weekend.
     descriptions: Vec<String>,
@@ -76,6 +78,7 @@ impl AppState {
             cache,
             span_cache,
             spans: config.common.span_rules()?,
+            links: config.common.links.clone(),
             analyzer: Analyzer {
                 tempo: config
                     .service

@@ -29,6 +29,8 @@ pub struct Section {
     pub ignore: Vec<IgnoreRule>,
     pub tempo: TempoSection,
     pub otlp: OtlpSection,
+    /// Judge on ingest: verdicts, the anomaly feed and the detection metrics.
+    pub detect: crate::detect::DetectSection,
 }
 
 impl Default for Section {
@@ -42,6 +44,7 @@ impl Default for Section {
             ignore: Vec::new(),
             tempo: TempoSection::default(),
             otlp: OtlpSection::default(),
+            detect: crate::detect::DetectSection::default(),
         }
     }
 }
@@ -146,6 +149,7 @@ impl ServiceSection for Section {
             }
         }
         self.otlp.validate()?;
+        self.detect.validate()?;
         self.tempo.validate()
     }
 }

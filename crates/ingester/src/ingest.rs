@@ -9,11 +9,12 @@ use anomaly_core::{BaselineKey, Bucketer, NameRules, SpanKind, SpanRules, UnixNa
 use anomaly_runtime::error::ErrorCode;
 use anomaly_runtime::telemetry::LogEvery;
 use anomaly_store::{
-    IngestItem, IngestSettings, SpanItem, SpanSettings, Store, StoreError,
+    IngestItem, IngestSettings, SampleKind, SpanItem, SpanSettings, Store, StoreError,
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use serde_json::Value;
 
+use crate::detect::{Detector, Sample};
 use crate::metrics::{IngestMetrics, Source, SpanOutcome};
 use crate::otlp::ChildSpan;
 use crate::trace::{self, IgnoreRules, ItemError, Parsed};
@@ -71,6 +72,7 @@ pub(crate) struct Ingest {
     names: NameRules,
     spans: SpanRules,
     metrics: IngestMetrics,
+    detector: Detector,
 }
 
 /// What the span hook did with one batch of spans.
@@ -92,7 +94,14 @@ impl SpanReport {
 
 /// A string attribute of a span, when present and a non-empty string.
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()? {
+    match attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
         any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
         _ => None,
     }
@@ -104,6 +113,7 @@ impl Ingest {
         settings: IngestSettings,
         rules: IngestRules,
         metrics: IngestMetrics,
+        detector: Detector,
     ) -> Self {
         Ingest {
             store,
@@ -113,6 +123,7 @@ impl Ingest {
             names: rules.names,
             spans: rules.spans,
             metrics,
+            detector,
         }
     }
 
@@ -181,7 +192,26 @@ impl Ingest {
         items: &[IngestItem],
         mut report: BatchReport,
     ) -> Result<BatchReport, StoreError> {
-        let stored = self.store.ingest(items, &self.settings).await?;
+        let samples: Vec<Sample<'_>> = items
+            .iter()
+            .map(|i| Sample {
+                trace_id: &i.trace_id,
+                key: &i.key,
+                duration: i.duration,
+                start_ms: i.start_ms,
+            })
+            .collect();
+        let judged = self.detector.judge(SampleKind::Root, &samples).await;
+        let skip = self.detector.skip_window(judged.as_deref());
+        let (stored, outcomes) = self
+            .store
+            .ingest_detailed(items, &self.settings, &skip)
+            .await?;
+        if let Some(judged) = &judged {
+            self.detector
+                .record(SampleKind::Root, &samples, judged, &outcomes)
+                .await;
+        }
         report.accepted = stored.accepted;
         report.duplicates = stored.duplicates;
         report.over_cardinality = stored.over_cardinality;
@@ -242,7 +272,23 @@ impl Ingest {
             retention: self.settings.retention,
             max_keys_per_service: self.spans.max_keys_per_service(),
         };
-        let (stored, _) = self.store.ingest_spans(&items, &settings, &[]).await?;
+        let samples: Vec<Sample<'_>> = items
+            .iter()
+            .map(|i| Sample {
+                trace_id: &i.trace_id,
+                key: &i.key,
+                duration: i.duration,
+                start_ms: i.start_ms,
+            })
+            .collect();
+        let judged = self.detector.judge(SampleKind::Span, &samples).await;
+        let skip = self.detector.skip_window(judged.as_deref());
+        let (stored, outcomes) = self.store.ingest_spans(&items, &settings, &skip).await?;
+        if let Some(judged) = &judged {
+            self.detector
+                .record(SampleKind::Span, &samples, judged, &outcomes)
+                .await;
+        }
         report.add(SpanOutcome::Accepted, stored.accepted);
         report.add(SpanOutcome::Duplicate, stored.duplicates);
         report.add(SpanOutcome::OverCardinality, stored.over_cardinality);
@@ -282,8 +328,7 @@ impl Ingest {
         let method = string_attribute(&span.attributes, "http.request.method")
             .or_else(|| string_attribute(&span.attributes, "http.method"));
         let named = self.spans.name(&span.name, route, method);
-        let start =
-            UnixNanos::new(span.start_time_unix_nano).map_err(|_| SpanOutcome::Invalid)?;
+        let start = UnixNanos::new(span.start_time_unix_nano).map_err(|_| SpanOutcome::Invalid)?;
         let bucket = self.bucketer.bucket(start.to_datetime());
         let key = BaselineKey::with_rules(
             child.service,
@@ -305,6 +350,7 @@ impl Ingest {
                 span_id,
                 key,
                 duration: child.duration,
+                start_ms: start.as_millis(),
             },
             named.renamed,
         ))

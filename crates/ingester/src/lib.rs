@@ -15,6 +15,8 @@ pub mod backfill;
 pub mod cap;
 pub mod cli;
 pub mod config;
+pub mod detect;
+pub mod detect_metrics;
 mod ingest;
 pub mod metrics;
 pub mod otlp;
@@ -75,6 +77,15 @@ impl Ingester {
     pub fn with_store(config: Config, store: Store) -> anyhow::Result<Self> {
         let mut builder = MetricsBuilder::new();
         let ingest_metrics = IngestMetrics::register(builder.registry());
+        let common = builder.common().clone();
+        let detector = detect::Detector::new(
+            &config.service.detect,
+            &store,
+            &config.common.stats,
+            config.common.compiled_overrides()?,
+            &mut builder,
+            &common,
+        );
         let metrics = builder.freeze();
         let section = &config.service;
         let settings = IngestSettings {
@@ -90,7 +101,13 @@ impl Ingester {
             names: config.common.names,
             spans: config.common.span_rules()?,
         };
-        let ingest = Ingest::new(store.clone(), settings, rules, ingest_metrics.clone());
+        let ingest = Ingest::new(
+            store.clone(),
+            settings,
+            rules,
+            ingest_metrics.clone(),
+            detector,
+        );
         let tokens = Tokens::load(&section.auth, "ingester")?;
         let otlp = otlp::Receiver::new(
             ingest.clone(),

@@ -190,6 +190,7 @@ pub fn parse_with(
         trace_id,
         key,
         duration,
+        start_ms: start.as_millis(),
     }))
 }
 

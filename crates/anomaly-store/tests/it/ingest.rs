@@ -74,6 +74,7 @@ async fn dedups_with_ttl() {
     assert_eq!((first.accepted, first.duplicates), (1, 1));
     // The same trace written with leading zeros or upper case is the same trace.
     let again = anomaly_store::IngestItem {
+        start_ms: 0,
         trace_id: anomaly_core::TraceId::parse("00000000000000000000000000000007").unwrap(),
         ..item(0, &k, 3.0)
     };

@@ -40,6 +40,7 @@ pub(crate) fn trace(n: u128) -> TraceId {
 
 pub(crate) fn item(n: u128, key: &BaselineKey, ms: f64) -> IngestItem {
     IngestItem {
+        start_ms: 0,
         trace_id: trace(n),
         key: key.clone(),
         duration: DurationMs::new(ms).unwrap(),

@@ -22,6 +22,7 @@ fn span_key(service: &str, name: &str) -> BaselineKey {
 
 fn span(trace: u128, span: u64, key: &BaselineKey, ms: f64) -> SpanItem {
     SpanItem {
+        start_ms: 0,
         trace_id: crate::trace(trace),
         span_id: span,
         key: key.clone(),

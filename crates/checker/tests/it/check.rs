@@ -163,7 +163,7 @@ async fn buckets_in_the_configured_zone_and_accepts_both_number_forms() {
             .check(
                 &json!({"rootServiceName": "checkout", "rootTraceName": "POST /pay",
                             "startTimeUnixNano": start, "durationMs": duration,
-                            "traceID": "ignored extra field"}),
+                            "extra": "ignored extra field"}),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
@@ -197,4 +197,35 @@ async fn names_with_separators_and_unicode_find_their_baseline() {
         r.body["bucket"]["description"],
         "weekends 23:00-24:00 Asia/Taipei"
     );
+}
+
+#[tokio::test]
+async fn a_trace_id_is_echoed_with_its_link_and_a_bad_one_refused() {
+    let mut config = config(&shared_redis_url(), "check-trace-id");
+    config.common.links.trace_url = "https://grafana.example/explore?trace={traceID}".to_owned();
+    let app = App::new(&config);
+    let k = key("checkout", "POST /pay", 14, DayType::Weekday);
+    seed(&config, &[(k.clone(), baseline(120.0, 310.0, 18.0, 1000))]).await;
+    let mut request = body(&k, 1840.0);
+    request["traceID"] = json!("AF7651916cd43dd8448eb211c80319c");
+    let r = app.check(&request).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["traceID"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        r.body["traceUrl"],
+        "https://grafana.example/explore?trace=0af7651916cd43dd8448eb211c80319c"
+    );
+    // Without one, neither field.
+    let r = app.check(&body(&k, 1840.0)).await;
+    assert!(r.body.get("traceID").is_none() && r.body.get("traceUrl").is_none());
+    for bad in [json!("xyz"), json!(12), json!("f".repeat(33))] {
+        request["traceID"] = bad;
+        let r = app.check(&request).await;
+        assert_eq!(
+            (r.status.as_u16(), r.error_code()),
+            (400, "INVALID_TRACE_ID"),
+            "{}",
+            r.text
+        );
+    }
 }

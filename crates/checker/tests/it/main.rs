@@ -2,6 +2,7 @@
 //! `oneshot`) or a real socket.
 
 mod analysis;
+mod anomalies;
 mod auth;
 mod baseline;
 mod batch;

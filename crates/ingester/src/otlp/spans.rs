@@ -262,5 +262,6 @@ fn one<'a>(
         trace_id,
         key,
         duration,
+        start_ms: start.as_millis(),
     }))
 }

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod config;
+mod detect;
 mod kill;
 mod lease;
 mod logs;

@@ -106,6 +106,7 @@ async fn a_slow_recompute_never_overwrites_a_newer_window() {
     store
         .ingest(
             &[anomaly_store::IngestItem {
+                start_ms: 0,
                 trace_id: anomaly_core::TraceId::parse("ffff").unwrap(),
                 key: k.clone(),
                 duration: anomaly_core::DurationMs::new(5000.0).unwrap(),
@@ -160,6 +161,7 @@ async fn retention_removes_idle_keys() {
             store
                 .ingest(
                     &[anomaly_store::IngestItem {
+                        start_ms: 0,
                         trace_id: anomaly_core::TraceId::parse(&format!("{n:x}")).unwrap(),
                         key: busy,
                         duration: anomaly_core::DurationMs::new(1.0).unwrap(),

@@ -66,6 +66,7 @@ async fn seed(r: &recomputer::Recomputer, c: &recomputer::Config, data: &Value, 
         let k = key(w["hour"].as_u64().unwrap(), day(&w["dayType"]));
         for s in w["samples"].as_array().unwrap() {
             items.push(IngestItem {
+                start_ms: 0,
                 trace_id: TraceId::parse(&format!("{trace:x}")).unwrap(),
                 key: k.clone(),
                 duration: DurationMs::new(s.as_f64().unwrap()).unwrap(),
@@ -150,6 +151,7 @@ async fn levels_refresh_at_most_once_per_period_and_catch_up_later() {
     let ingest = |first: u128, n: u128, ms: f64| {
         let items: Vec<IngestItem> = (first..first + n)
             .map(|t| IngestItem {
+                start_ms: 0,
                 trace_id: TraceId::parse(&format!("{t:x}")).unwrap(),
                 key: thin.clone(),
                 duration: DurationMs::new(ms).unwrap(),

@@ -63,6 +63,7 @@ pub(crate) async fn seed(
     for (i, k) in keys.iter().enumerate() {
         for j in 0..per_key {
             items.push(IngestItem {
+                start_ms: 0,
                 trace_id: TraceId::parse(&format!("{trace:x}")).unwrap(),
                 key: k.clone(),
                 duration: DurationMs::new(f(i, j)).unwrap(),

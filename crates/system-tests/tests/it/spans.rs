@@ -77,7 +77,7 @@ fn resource(service: &str, spans: Vec<Value>) -> Value {
 fn trace(t: u64, a: f64, b: Option<f64>) -> Vec<Value> {
     let start = at(t);
     let root = t * 16;
-    let mut shop = vec![
+    let shop = vec![
         span(t, root, None, "GET /items", 2, start, 2000.0, json!([])),
         span(
             t,

@@ -1062,6 +1062,50 @@ mod tests {
         assert_eq!(s.cycles()[0].len(), n as usize);
     }
 
+    #[test]
+    fn a_100k_wide_fan_is_walked_without_quadratic_work() {
+        let n = 100_000u64;
+        let mut spans = vec![SpanInput {
+            span_id: 1,
+            parent_id: None,
+            start_ns: 0,
+            end_ns: 3 * n,
+            service: "s",
+            name: "fan",
+        }];
+        // Staggered children that all overlap their neighbours.
+        spans.extend((0..n).map(|i| SpanInput {
+            span_id: i + 2,
+            parent_id: Some(1),
+            start_ns: n - i,
+            end_ns: 2 * n - i,
+            service: "s",
+            name: "kid",
+        }));
+        let s = Structure::build(&spans);
+        assert_eq!(s.children(0).len(), n as usize);
+        // The root owns its head and tail, the child ending last [n, 2n] owns its whole
+        // interval, and at n, where all the others still run, the walk takes the one that
+        // started first, [1, n + 1], cut off at n: four segments, each step a binary search.
+        assert_eq!(s.self_time_ns(0), 3 * n - (2 * n - 1));
+        assert_eq!(s.critical_ns(0), s.self_time_ns(0));
+        assert_eq!(s.critical_ns(1), n);
+        assert_eq!(s.critical_ns(n as usize), n - 1);
+        assert_eq!(s.critical_path().len(), 4);
+        let total: u64 = (0..spans.len()).map(|i| s.critical_ns(i)).sum();
+        assert_eq!(total, 3 * n);
+        // Back to back with gaps, every child is on the path: 100 000 steps of the walk.
+        spans[0].end_ns = 2 * n + 1;
+        for (i, kid) in spans[1..].iter_mut().enumerate() {
+            kid.start_ns = 2 * i as u64 + 1;
+            kid.end_ns = 2 * i as u64 + 2;
+        }
+        let s = Structure::build(&spans);
+        assert_eq!(s.critical_path().len(), 2 * n as usize + 1);
+        assert_eq!(s.critical_ns(0), n + 1);
+        assert!((1..spans.len()).all(|i| s.critical_ns(i) == 1));
+    }
+
     /// Checks what must hold for any input, however broken.
     fn check_invariants(spans: &[SpanInput<'_>]) {
         let s = Structure::build(spans);

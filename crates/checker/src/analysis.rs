@@ -407,12 +407,12 @@ fn plan(state: &AppState, row: &Row<'_>, true_root: bool) -> Plan {
     let names = state.limits.names;
     let key = |name: &str| {
         BaselineKey::with_rules(row.service, name, bucket.hour, bucket.day_type, names)
-            .map_err(|e| Plan::Skip(format!("its name cannot be a key: {e}")))
+            .map_err(|e| format!("its name cannot be a key: {e}"))
     };
     if true_root {
         return match key(row.name) {
             Ok(k) => Plan::Judge(ValidCheck::new(k, duration, bucket, None)),
-            Err(skip) => skip,
+            Err(why) => Plan::Skip(why),
         };
     }
     if !state.spans.enabled() {
@@ -438,7 +438,7 @@ fn plan(state: &AppState, row: &Row<'_>, true_root: bool) -> Plan {
             bucket,
             Some(SpanBody::new(row.service, &named.name, row.name)),
         )),
-        Err(skip) => skip,
+        Err(why) => Plan::Skip(why),
     }
 }
 
@@ -595,7 +595,6 @@ async fn analyse(
             span_ids: m.spans.iter().map(|&i| span_hex(i)).collect(),
         })
         .collect();
-    let mut verdicts = verdicts;
     let mut not_judged = not_judged;
     let spans = order
         .into_iter()

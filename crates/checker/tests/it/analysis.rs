@@ -155,7 +155,7 @@ fn path(trace: u128) -> String {
     format!("/v1/traces/{trace:x}/analysis")
 }
 
-fn span<'a>(answer: &'a Value, id: u64) -> &'a Value {
+fn span(answer: &Value, id: u64) -> &Value {
     let id = format!("{id:016x}");
     answer["spans"]
         .as_array()

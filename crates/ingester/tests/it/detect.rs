@@ -32,9 +32,9 @@ async fn seed(store: &Store) {
         .unwrap();
 }
 
-/// Trace `n`: 900 ms when `n % 3 == 0` (anomalous), else 100 ms.
+/// Trace `n`: 900 ms when `n` is a multiple of 3 (anomalous), else 100 ms.
 fn ms(n: u64) -> u64 {
-    if n % 3 == 0 { 900 } else { 100 }
+    if n.is_multiple_of(3) { 900 } else { 100 }
 }
 
 fn push_body(ns: impl Iterator<Item = u64>) -> Value {

@@ -45,8 +45,7 @@ fn span(
     parent: Option<u64>,
     name: &str,
     kind: u8,
-    start: u64,
-    ms: f64,
+    (start, ms): (u64, f64),
     attributes: Value,
 ) -> Value {
     let mut span = json!({
@@ -78,15 +77,14 @@ fn trace(t: u64, a: f64, b: Option<f64>) -> Vec<Value> {
     let start = at(t);
     let root = t * 16;
     let shop = vec![
-        span(t, root, None, "GET /items", 2, start, 2000.0, json!([])),
+        span(t, root, None, "GET /items", 2, (start, 2000.0), json!([])),
         span(
             t,
             root + 1,
             Some(root),
             "GET /items",
             3,
-            start + 1000,
-            a,
+            (start + 1000, a),
             json!([]),
         ),
         span(
@@ -95,8 +93,7 @@ fn trace(t: u64, a: f64, b: Option<f64>) -> Vec<Value> {
             Some(root),
             "render",
             1,
-            start + 1000,
-            1.0,
+            (start + 1000, 1.0),
             json!([]),
         ),
         span(
@@ -105,8 +102,7 @@ fn trace(t: u64, a: f64, b: Option<f64>) -> Vec<Value> {
             Some(root),
             &format!("GET /users/{t}"),
             2,
-            start + 1000,
-            3.0,
+            (start + 1000, 3.0),
             json!([{"key": "http.route", "value": {"stringValue": "/users/:id"}},
                    {"key": "http.request.method", "value": {"stringValue": "GET"}}]),
         ),
@@ -119,8 +115,7 @@ fn trace(t: u64, a: f64, b: Option<f64>) -> Vec<Value> {
             Some(root + 1),
             "SELECT orders",
             2,
-            start + 2000,
-            b,
+            (start + 2000, b),
             json!([]),
         ));
     }

@@ -11,6 +11,7 @@ mod names;
 mod otlp;
 mod poller;
 mod push;
+mod spans;
 mod tempo_cap;
 mod tempo_client;
 

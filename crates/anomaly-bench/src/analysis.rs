@@ -199,8 +199,8 @@ pub(crate) async fn run(bin_dir: &Path, requests: u32) -> anyhow::Result<Vec<Row
                 percentile(&analysis, 0.50),
                 percentile(&analysis, 0.99)
             ),
-            "p99 < 50 ms",
-            Some(percentile(&analysis, 0.99) < 50.0),
+            "measured (issue 16 sets no bound)",
+            None,
         ),
         Row::new(
             "`GET /healthz` of the same checker, same client, for scale",

@@ -104,6 +104,10 @@ pub struct IngestMetrics {
     /// `anomaly_span_names_rewritten_total{rule}`: span names changed on the way to their key,
     /// by the rule that changed them (`http_route`, `normalize[i]`).
     pub span_renames: Family<RuleLabels, Counter>,
+    /// `anomaly_tempo_span_fetches_total{result}`: traces fetched by ID for span baselines
+    /// (`ingester.tempo.fetch_spans`): queued, fetched, not_found, failed, dropped (the queue
+    /// was full).
+    pub span_fetches: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -182,6 +186,7 @@ impl IngestMetrics {
             otlp_requests: Family::default(),
             span_samples: Family::default(),
             span_renames: Family::default(),
+            span_fetches: Family::default(),
         };
         registry.register(
             "ingest_traces",
@@ -258,6 +263,11 @@ impl IngestMetrics {
             m.span_samples.clone(),
         );
         registry.register(
+            "tempo_span_fetches",
+            "Traces fetched from Tempo by ID for span baselines (ingester.tempo.fetch_spans), by result: queued, fetched, not_found, failed, dropped (queue full)",
+            m.span_fetches.clone(),
+        );
+        registry.register(
             "span_names_rewritten",
             "Span names changed on the way to their key, by rule (http_route, normalize[i])",
             m.span_renames.clone(),
@@ -274,6 +284,15 @@ impl IngestMetrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// The counter of one `anomaly_tempo_span_fetches_total` result (created, so exported).
+    pub fn span_fetch(&self, result: &str) -> Counter {
+        self.span_fetches
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .clone()
     }
 
     pub fn span_renamed(&self, rule: &str, n: u64) {

@@ -88,7 +88,7 @@ impl TempoClient {
             let fetcher = TraceFetcher::from_http(http.clone()).with_observer(Arc::new(
                 move |status: &str, _| counted.tempo_request(status),
             ));
-            SpanFetch::new(&settings.fetch_spans, fetcher)
+            SpanFetch::new(&settings.fetch_spans, fetcher, &metrics)
         });
         Ok(TempoClient {
             spans,

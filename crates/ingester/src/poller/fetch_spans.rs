@@ -17,7 +17,7 @@
 //!   the trace is fetched once search lists it complete. Spans that reach Tempo after the
 //!   fetch are not seen.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,22 +30,37 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::ingest::Ingest;
-use crate::metrics::Source;
+use crate::metrics::{IngestMetrics, Source};
 use crate::otlp::spans::{Rules, convert};
 use crate::trace::{self, Parsed};
 
 /// The failure warning, at most every 10 s.
 static FAILURE_WARNING: LogEvery = LogEvery::new(Duration::from_secs(10));
 
-/// Counts since start (all clones of a client share them).
+/// Counts since start (all clones of a client share them): the outcomes are
+/// `anomaly_tempo_span_fetches_total{result}`'s series.
 #[derive(Debug, Default)]
 struct Counters {
-    queued: AtomicU64,
-    fetched: AtomicU64,
-    not_found: AtomicU64,
-    failed: AtomicU64,
-    dropped: AtomicU64,
-    spans: AtomicU64,
+    queued: Counter,
+    fetched: Counter,
+    not_found: Counter,
+    failed: Counter,
+    dropped: Counter,
+    spans: Counter,
+}
+
+impl Counters {
+    fn registered(metrics: &IngestMetrics) -> Self {
+        let result = |r: &str| metrics.span_fetch(r);
+        Counters {
+            queued: result("queued"),
+            fetched: result("fetched"),
+            not_found: result("not_found"),
+            failed: result("failed"),
+            dropped: result("dropped"),
+            spans: Counter::default(),
+        }
+    }
 }
 
 /// What span fetching has done so far.
@@ -86,7 +101,11 @@ pub struct SpanFetch {
 }
 
 impl SpanFetch {
-    pub(crate) fn new(settings: &FetchSpans, fetcher: TraceFetcher) -> Self {
+    pub(crate) fn new(
+        settings: &FetchSpans,
+        fetcher: TraceFetcher,
+        metrics: &IngestMetrics,
+    ) -> Self {
         SpanFetch {
             memo: moka::sync::Cache::builder()
                 .max_capacity(settings.memo)
@@ -95,7 +114,7 @@ impl SpanFetch {
                 .build(),
             settings: settings.clone(),
             fetcher,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters::registered(metrics)),
             queue: Arc::new(OnceLock::new()),
         }
     }
@@ -103,12 +122,12 @@ impl SpanFetch {
     pub fn stats(&self) -> SpanFetchStats {
         let c = &self.counters;
         SpanFetchStats {
-            queued: c.queued.load(Ordering::Relaxed),
-            fetched: c.fetched.load(Ordering::Relaxed),
-            not_found: c.not_found.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            spans: c.spans.load(Ordering::Relaxed),
+            queued: c.queued.get(),
+            fetched: c.fetched.get(),
+            not_found: c.not_found.get(),
+            failed: c.failed.get(),
+            dropped: c.dropped.get(),
+            spans: c.spans.get(),
             requests: self.fetcher.requests(),
         }
     }
@@ -128,11 +147,11 @@ impl SpanFetch {
             }
             match queue.try_send(id) {
                 Ok(()) => {
-                    self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                    self.counters.queued.inc();
                 }
                 Err(_) => {
                     self.memo.invalidate(&id);
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.counters.dropped.inc();
                 }
             }
         }
@@ -199,9 +218,8 @@ impl Worker {
                     .await
                 {
                     Ok(_) => {
-                        c.fetched.fetch_add(1, Ordering::Relaxed);
-                        c.spans
-                            .fetch_add(converted.children.len() as u64, Ordering::Relaxed);
+                        c.fetched.inc();
+                        c.spans.inc_by(converted.children.len() as u64);
                         return;
                     }
                     Err(e) => e.to_string(),
@@ -210,18 +228,18 @@ impl Worker {
             Ok(None) => {
                 // Search listed it, so it will be there: a later window offers it again.
                 self.memo.invalidate(&id);
-                c.not_found.fetch_add(1, Ordering::Relaxed);
+                c.not_found.inc();
                 return;
             }
             Err(e) => e.to_string(),
         };
         self.memo.invalidate(&id);
-        c.failed.fetch_add(1, Ordering::Relaxed);
+        c.failed.inc();
         if FAILURE_WARNING.ready() {
             tracing::warn!(
                 trace_id = %id,
                 error = %error,
-                failed = c.failed.load(Ordering::Relaxed),
+                failed = c.failed.get(),
                 "fetching a trace's spans from tempo failed; a later window offers it again \
                  (logged at most every 10s)"
             );

@@ -9,7 +9,8 @@
 #     file, env and token files, and with deploy/config.yaml, against a local redis-server: they
 #     must become ready, answer their API (401 without a token where auth is on; the checker
 #     with the configured rule and the first override that matches), poll a stand-in Tempo with
-#     the configured credentials and tenant, and turn unready without Redis;
+#     the configured credentials and tenant (the checker fetching a trace for its analysis with
+#     them too), and turn unready without Redis;
 #   - the ingester's OTLP ports agree between config, container, Service and NetworkPolicy; the
 #     ingester takes an OTLP/JSON export (401 without its token, 503 without Redis) and answers
 #     HTTP/2 on its OTLP/gRPC port;
@@ -250,14 +251,16 @@ def call(url, body=None, token=None):
 
 
 class FakeTempo(http.server.BaseHTTPRequestHandler):
-    """Answers every search with no traces and keeps the headers it was sent."""
-    seen = []
+    """Answers every search with no traces and every trace by ID with Tempo's 404 `trace not
+    found`, and keeps the headers it was sent: searches in `seen`, trace fetches in `fetched`."""
+    seen, fetched = [], []
 
     def do_GET(self):
-        FakeTempo.seen.append(dict(self.headers))
-        body = b'{"traces": [], "metrics": {}}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
+        by_id = self.path.startswith(("/api/traces/", "/api/v2/traces/"))
+        (FakeTempo.fetched if by_id else FakeTempo.seen).append(dict(self.headers))
+        body = b"trace not found" if by_id else b'{"traces": [], "metrics": {}}'
+        self.send_response(404 if by_id else 200)
+        self.send_header("content-type", "text/plain" if by_id else "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -333,6 +336,20 @@ def rule_applied(cfg, answer, check):
     return [f"the check answer's {k} is {answer.get(k)!r}, the config says {v!r}" for k, v in want.items() if answer.get(k) != v]
 
 
+def tempo_headers(cfg, env, request):
+    """What is wrong with the headers a Tempo request was sent with: the credentials of an env
+    (the ingester's, whose poller they are for) and the tenant of the config."""
+    h, want = {k.lower(): v for k, v in request.items()}, {}
+    if "ANOMALY_INGESTER__TEMPO__AUTH__TOKEN" in env:
+        want["authorization"] = "Bearer " + env["ANOMALY_INGESTER__TEMPO__AUTH__TOKEN"]
+    if "ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD" in env:
+        user_pass = f"{env['ANOMALY_INGESTER__TEMPO__AUTH__USERNAME']}:{env['ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD']}"
+        want["authorization"] = "Basic " + base64.b64encode(user_pass.encode()).decode()
+    if cfg["ingester"]["tempo"].get("org_id"):
+        want["x-scope-orgid"] = cfg["ingester"]["tempo"]["org_id"]
+    return [f"{k}: {h.get(k)!r}, not {v!r}" for k, v in want.items() if h.get(k) != v]
+
+
 def wait_for(what, deadline, proc=None):
     while time.time() < deadline and (proc is None or proc.poll() is None):
         if what():
@@ -348,7 +365,8 @@ def run(source, bindir, families_out):
     machine, through ANOMALY_* env as the contract allows (a TLS Redis with certificates made
     here when the pods mount TLS files). Each must answer the probes and its API (401 without its
     token where auth is on; the checker's answer with the rule and override the config gives its
-    key); the ingester must poll Tempo with the configured credentials and,
+    key); the ingester must poll Tempo, and the checker fetch a trace for its analysis from it,
+    with the configured credentials and tenant; the ingester,
     where the config has ingester.otlp, take an OTLP/JSON export on /v1/traces (401 without its
     token, 503 without Redis) and answer HTTP/2 on its OTLP/gRPC port (moved to a free one).
     Appends the metric names the binaries expose to families_out."""
@@ -403,7 +421,8 @@ def run(source, bindir, families_out):
         for comp in COMPONENTS:
             spec, port, env = pods[comp], free_port(), dict(envs[comp])
             env.update({"PATH": os.environ["PATH"], **redis_env, f"ANOMALY_{comp.upper()}__LISTEN": f"127.0.0.1:{port}"})
-            if comp == "ingester" and cfg["ingester"]["tempo"]["url"]:
+            # The checker's trace analysis reads ingester.tempo from the same file.
+            if comp in ("checker", "ingester") and cfg["ingester"]["tempo"]["url"]:
                 env["ANOMALY_INGESTER__TEMPO__URL"] = f"http://127.0.0.1:{tempo.server_port}"
             if comp == "ingester" and (cfg["ingester"].get("otlp") or {}).get("grpc_listen"):
                 env["ANOMALY_INGESTER__OTLP__GRPC_LISTEN"] = f"127.0.0.1:{free_port()}"
@@ -448,20 +467,22 @@ def run(source, bindir, families_out):
                 grpc = env.get("ANOMALY_INGESTER__OTLP__GRPC_LISTEN")
                 if grpc and not speaks_http2(port_of(grpc)):
                     problems[comp].append(f"OTLP/gRPC's {grpc} does not answer HTTP/2")
-            if "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
+            if comp == "ingester" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
                 if not wait_for(lambda: FakeTempo.seen, time.time() + 30, proc):
                     problems[comp].append("never polled Tempo")
                 else:
-                    h = {k.lower(): v for k, v in FakeTempo.seen[0].items()}
-                    want = {}
-                    if "ANOMALY_INGESTER__TEMPO__AUTH__TOKEN" in env:
-                        want["authorization"] = "Bearer " + env["ANOMALY_INGESTER__TEMPO__AUTH__TOKEN"]
-                    if "ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD" in env:
-                        user_pass = f"{env['ANOMALY_INGESTER__TEMPO__AUTH__USERNAME']}:{env['ANOMALY_INGESTER__TEMPO__AUTH__PASSWORD']}"
-                        want["authorization"] = "Basic " + base64.b64encode(user_pass.encode()).decode()
-                    if cfg["ingester"]["tempo"].get("org_id"):
-                        want["x-scope-orgid"] = cfg["ingester"]["tempo"]["org_id"]
-                    problems[comp] += [f"polled Tempo with {k}: {h.get(k)!r}, not {v!r}" for k, v in want.items() if h.get(k) != v]
+                    problems[comp] += [f"polled Tempo with {p}" for p in tempo_headers(cfg, env, FakeTempo.seen[0])]
+            if comp == "checker" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
+                # The analysis of a trace Tempo does not know: fetched with the poller's
+                # credentials and tenant, answered 404.
+                status, body = call(base + "/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736/analysis", token=token)
+                if status != 404 or "TRACE_NOT_FOUND" not in body:
+                    problems[comp].append(f"the analysis of a trace Tempo does not know answered {status}: {body[:300]}")
+                elif not FakeTempo.fetched:
+                    problems[comp].append("the trace analysis never fetched from Tempo")
+                else:
+                    # The poller's credentials: the chart must give the checker them too.
+                    problems[comp] += [f"fetched a trace from Tempo with {p}" for p in tempo_headers(cfg, envs["ingester"], FakeTempo.fetched[0])]
         # Without Redis every component turns unready and the APIs answer 503.
         redis.terminate()
         redis.wait()
@@ -498,7 +519,8 @@ def run(source, bindir, families_out):
                 env = procs[comp][3]
                 print(f"{comp}: ready, " + ("its API needs a token, " if procs[comp][2] else "")
                       + (f"judges svc GET /x with overrides[{applied['index']}], " if comp == "checker" and applied else "")
-                      + ("polls Tempo, " if "ANOMALY_INGESTER__TEMPO__URL" in env else "")
+                      + ("polls Tempo, " if comp == "ingester" and "ANOMALY_INGESTER__TEMPO__URL" in env else "")
+                      + ("fetches traces for analysis from Tempo, " if comp == "checker" and "ANOMALY_INGESTER__TEMPO__URL" in env else "")
                       + ("takes OTLP/HTTP, " if comp == "ingester" and "otlp" in cfg["ingester"] else "")
                       + ("OTLP/gRPC answers HTTP/2, " if "ANOMALY_INGESTER__OTLP__GRPC_LISTEN" in env else "")
                       + "unready without Redis")
@@ -641,6 +663,11 @@ step "refuses a fallback level listed twice" refused "config.stats.fallback\[1\]
   --set-json 'config.stats.fallback=[{"level":"all","min_samples":50},{"level":"all","min_samples":100}]'
 step "refuses an override's min_samples over the window" refused "config.overrides\[0\].min_samples" \
   --set-json 'config.overrides=[{"endpoint":"GET /*","min_samples":1001}]'
+step "schema refuses a trace link without {traceID}" refused "config.links.trace_url" \
+  --set config.links.trace_url=https://grafana.example.com/explore
+step "schema refuses a span ignore rule with neither service nor span" refused "config.spans.ignore.0" \
+  --set-json 'config.spans.ignore=[{}]'
+step "schema refuses an unknown span kind" refused "config.spans.kinds.0" --set-json 'config.spans.kinds=["rpc"]'
 
 render() {
   local out="$1"

@@ -2,7 +2,8 @@
 The resources that checker, ingester and recomputer share in shape: Deployment, Service, HPA,
 PodDisruptionBudget and NetworkPolicy. Each takes (dict "ctx" $ "component" NAME) and reads the
 values under .Values.<NAME>; the files in templates/<NAME>/ call them. Component differences
-(Tempo credentials for the ingester, API token files for checker and ingester) are keyed on the
+(Tempo credentials for the ingester's poller and the checker's trace analysis, API token files
+for checker and ingester) are keyed on the
 component name here, so the three Deployments cannot drift apart.
 */}}
 
@@ -17,7 +18,9 @@ component name here, so the three Deployments cannot drift apart.
       name: {{ include "latency-anomaly.redisAuthSecretName" $ }}
       key: {{ $.Values.redisAuth.existingSecretKey }}
 {{- end }}
-{{- if and (eq .component "ingester") (eq $.Values.tempoAuth.type "basic") }}
+{{- /* The checker's trace analysis reads ingester.tempo, credentials included. */}}
+{{- $tempoClient := has .component (list "checker" "ingester") }}
+{{- if and $tempoClient (eq $.Values.tempoAuth.type "basic") }}
 - name: ANOMALY_INGESTER__TEMPO__AUTH__USERNAME
   valueFrom:
     secretKeyRef:
@@ -29,7 +32,7 @@ component name here, so the three Deployments cannot drift apart.
       name: {{ include "latency-anomaly.tempoAuthSecretName" $ }}
       key: {{ $.Values.tempoAuth.existingSecretKeys.password }}
 {{- end }}
-{{- if and (eq .component "ingester") (eq $.Values.tempoAuth.type "bearer") }}
+{{- if and $tempoClient (eq $.Values.tempoAuth.type "bearer") }}
 - name: ANOMALY_INGESTER__TEMPO__AUTH__TOKEN
   valueFrom:
     secretKeyRef:
@@ -421,8 +424,8 @@ spec:
         - port: {{ include "latency-anomaly.urlPort" $.Values.externalRedis.url }}
           protocol: TCP
     {{- end }}
-    {{- if and (eq $component "ingester") $.Values.config.ingester.tempo.url }}
-    # Tempo, for the poller.
+    {{- if and (has $component (list "checker" "ingester")) $.Values.config.ingester.tempo.url }}
+    # Tempo, for the ingester's poller and the checker's trace analysis.
     - ports:
         - port: {{ include "latency-anomaly.urlPort" $.Values.config.ingester.tempo.url }}
           protocol: TCP

@@ -226,7 +226,8 @@ every value a string). Empty when every secret comes from an existing Secret or 
 {{/*
 The shared config file, as YAML: `config` as given, plus what the chart decides (the Redis URL,
 the listen addresses from the ports, the token file paths), then `extraConfig` over it. Secrets
-never appear here.
+never appear here. Every pod reads this one file: the checker's trace analysis takes its Tempo
+(URL, tenant, timeout, retries) from `ingester.tempo` too.
 */}}
 {{- define "latency-anomaly.config" -}}
 {{- $cfg := deepCopy .Values.config }}
@@ -240,7 +241,10 @@ never appear here.
 {{- if not $cfg.ingester.tempo.org_id }}
 {{- $_ := unset $cfg.ingester.tempo "org_id" }}
 {{- end }}
+{{- /* config.checker holds only what the chart does not decide (analysis); listen and auth come below. */}}
+{{- if not (kindIs "map" $cfg.checker) }}
 {{- $_ := set $cfg "checker" (dict) }}
+{{- end }}
 {{- range $component := list "checker" "ingester" "recomputer" }}
 {{- $section := index $cfg $component }}
 {{- $_ := set $section "listen" (printf "0.0.0.0:%d" (int (index $.Values $component).port)) }}

@@ -8,8 +8,10 @@
 #![allow(clippy::print_stdout)]
 
 mod analysis;
+mod contamination;
 mod cpu;
 mod http;
+mod ingest_detect;
 mod micro;
 mod otlp;
 mod quality;
@@ -65,6 +67,12 @@ enum Command {
         #[command(flatten)]
         analysis: AnalysisArgs,
     },
+    /// The contamination guard alone: a one-hour incident with `stats.exclude_anomalies` off,
+    /// then on (also part of `quality`, whose options it takes; `--write` is refused).
+    Contamination(QualityArgs),
+    /// Push API ingest with judging on ingest on, then off (`ingester.detect.enabled`),
+    /// alternating twice, every key with a baseline (also part of `all`).
+    Detect(HttpArgs),
     /// Everything above, in one table (`just bench`).
     All {
         #[command(flatten)]
@@ -221,6 +229,12 @@ impl QualityArgs {
     }
 }
 
+impl QualityArgs {
+    fn contamination(&self) -> anyhow::Result<Vec<contamination::Contamination>> {
+        Ok(self.quality()?.contamination())
+    }
+}
+
 /// `dir`, or the directory of this executable (where cargo puts the service binaries).
 fn bin_dir(dir: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match dir {
@@ -355,7 +369,13 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let soak_run = matches!(args.command, Command::Soak(_));
-    if (soak_run || matches!(args.command, Command::Spans { .. })) && args.write.is_some() {
+    if (soak_run
+        || matches!(
+            args.command,
+            Command::Spans { .. } | Command::Detect(_) | Command::Contamination(_)
+        ))
+        && args.write.is_some()
+    {
         // The figures section holds the whole benchmark table; these tables go beside it.
         anyhow::bail!("--write rewrites the benchmark figures; paste this table by hand");
     }
@@ -365,6 +385,16 @@ fn main() -> anyhow::Result<()> {
         Command::Micro(m) => micro::rows(&m.criterion_dir)?,
         Command::Soak(s) => runtime.block_on(soak::run(&s.soak()?))?,
         Command::Quality(_) => unreachable!("handled above"),
+        Command::Contamination(q) => {
+            let mut rows = Vec::new();
+            for c in q.contamination()? {
+                let report = runtime.block_on(contamination::run(&c))?;
+                println!("{}", report.table);
+                rows.extend(report.rows);
+            }
+            rows
+        }
+        Command::Detect(h) => runtime.block_on(ingest_detect::run(&h.setup()?, DETECT_ROUNDS))?,
         Command::Spans { http, analysis } => {
             let setup = http.setup()?;
             let keys: Vec<BaselineKey> = (0..setup.keys).map(key).collect();
@@ -386,6 +416,7 @@ fn main() -> anyhow::Result<()> {
             let mut rows = micro::rows(&micro.criterion_dir)?;
             let setup = http.setup()?;
             rows.extend(runtime.block_on(http::run(&setup))?);
+            rows.extend(runtime.block_on(ingest_detect::run(&setup, DETECT_ROUNDS))?);
             rows.extend(
                 runtime.block_on(analysis::run(&setup.bin_dir, analysis.analysis_requests))?,
             );
@@ -408,6 +439,9 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs of push ingest with detection on, and as many off, alternating.
+const DETECT_ROUNDS: u32 = 2;
 
 /// The markers around the benchmark figures, and around the quality figures.
 const FIGURES: (&str, &str) = ("<!-- figures:start -->", "<!-- figures:end -->");

@@ -61,6 +61,23 @@ pub(crate) struct Quality {
     pub(crate) test_slowdown_rate: f64,
 }
 
+impl Quality {
+    /// The contamination guard's scenarios on the same seed and dates: two weeks of history and
+    /// a 3x incident (issue 17), then a 5x one, which the rule finds in nearly every request.
+    pub(crate) fn contamination(&self) -> Vec<crate::contamination::Contamination> {
+        [3, 5]
+            .into_iter()
+            .map(|factor| crate::contamination::Contamination {
+                bin_dir: self.bin_dir.clone(),
+                seed: self.seed,
+                end: self.end,
+                history_days: 14,
+                factor,
+            })
+            .collect()
+    }
+}
+
 /// The three ways of judging a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Method {
@@ -216,7 +233,7 @@ fn key(scenario: &Scenario, (e, hour, day): Slot) -> anyhow::Result<BaselineKey>
 }
 
 /// The unix nanoseconds of local midnight at the start of `date`.
-fn local_midnight(time: &TimeConfig, date: NaiveDate) -> anyhow::Result<u64> {
+pub(crate) fn local_midnight(time: &TimeConfig, date: NaiveDate) -> anyhow::Result<u64> {
     let at = time
         .timezone
         .from_local_datetime(&date.and_hms_opt(0, 0, 0).context("midnight")?)
@@ -638,10 +655,17 @@ pub(crate) async fn run(q: &Quality) -> anyhow::Result<Report> {
         keys.len(),
         work.display()
     );
+    // The contamination guard through a one-hour incident, on its own Redis and services.
+    let mut table = table;
+    for c in q.contamination() {
+        let guard = crate::contamination::run(&c).await?;
+        rows.extend(guard.rows);
+        table = format!("{table}\n{}", guard.table);
+    }
     Ok(Report {
         rows,
         table,
-        elapsed,
+        elapsed: started.elapsed(),
     })
 }
 

@@ -169,6 +169,13 @@ impl Scenario {
         }
     }
 
+    /// The index of the endpoint `endpoint` of `service` in [`Scenario::endpoints`].
+    pub fn endpoint_index(&self, service: &str, endpoint: &str) -> Option<usize> {
+        self.endpoints
+            .iter()
+            .position(|e| e.service == service && e.endpoint == endpoint)
+    }
+
     /// The same scenario with another share of slowed-down requests.
     pub fn with_slowdown_rate(mut self, rate: f64) -> Scenario {
         self.slowdown_rate = rate;
@@ -228,6 +235,17 @@ impl LabelledTrace {
     /// The duration in milliseconds, exactly as a window returns it (microseconds / 1000).
     pub fn duration_ms(&self) -> f64 {
         self.duration_us as f64 / 1000.0
+    }
+
+    /// The same request lasting `factor` times longer, labelled with `factor` (an incident: the
+    /// whole of an endpoint's traffic for a while, not a share of it). A request already slowed
+    /// down keeps its own factor's duration times `factor` and the larger label.
+    pub fn slowed(&self, factor: u32) -> LabelledTrace {
+        LabelledTrace {
+            duration_us: self.duration_us.saturating_mul(u64::from(factor)),
+            slowdown: Some(self.slowdown.unwrap_or(1).max(factor)),
+            ..self.clone()
+        }
     }
 }
 
@@ -367,6 +385,33 @@ mod tests {
     fn bucket_of(t: &LabelledTrace) -> (u8, DayType) {
         let b = Bucketer::new(&TimeConfig::default()).bucket(instant(t.start_unix_nano));
         (b.hour, b.day_type)
+    }
+
+    #[test]
+    fn an_incident_slows_a_request_down_and_labels_it() {
+        let scenario = Scenario::shop();
+        let cart = scenario
+            .endpoint_index("checkout", "GET /api/cart")
+            .expect("the shop has a cart");
+        assert_eq!(scenario.endpoints[cart].endpoint, "GET /api/cart");
+        assert_eq!(
+            scenario.endpoint_index("checkout", "GET /api/nothing"),
+            None
+        );
+        let g = generator(scenario.with_slowdown_rate(0.0), 5);
+        let hour = g.traces_between(MONDAY + 10 * HOUR, MONDAY + 11 * HOUR);
+        let t = hour
+            .iter()
+            .find(|t| t.endpoint == cart)
+            .expect("cart traffic");
+        let slow = t.slowed(3);
+        assert_eq!(slow.duration_us, 3 * t.duration_us);
+        assert_eq!(slow.slowdown, Some(3));
+        assert_eq!(
+            (&slow.trace_id, slow.start_unix_nano, slow.endpoint),
+            (&t.trace_id, t.start_unix_nano, t.endpoint)
+        );
+        assert_eq!(slow.slowed(2).slowdown, Some(3));
     }
 
     #[test]

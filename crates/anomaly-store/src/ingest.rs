@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DurationMs, TraceId};
-use deadpool_redis::redis::Script;
+use deadpool_redis::redis::{Script, ScriptInvocation};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -175,11 +175,23 @@ impl Store {
                 inv
             })
             .collect();
-        self.run("ingest", async |conn| {
+        self.run_ingest_scripts("ingest", invocations, items.len())
+            .await
+    }
+
+    /// Runs a batch's ingest script calls, [`IN_FLIGHT`] at a time on one multiplexed
+    /// connection (so they are pipelined), and sums their replies in order.
+    pub(crate) async fn run_ingest_scripts(
+        &self,
+        op: &'static str,
+        invocations: Vec<ScriptInvocation<'static>>,
+        items: usize,
+    ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
+        self.run(op, async |conn| {
             // A plain loop rather than iterator adapters: closures over the invocations make
             // the future's lifetimes too specific to be spawned.
             let mut pending = FuturesOrdered::new();
-            let mut collected = Collected::with_capacity(items.len());
+            let mut collected = Collected::with_capacity(items);
             for inv in invocations {
                 if pending.len() >= IN_FLIGHT
                     && let Some(reply) = pending.next().await

@@ -14,16 +14,12 @@ use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DurationMs, TraceId};
 use deadpool_redis::redis::Script;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 
-use crate::ingest::{Collected, IngestOutcome, ItemOutcome, Reply, SKIP_WINDOW, to_micros};
+use crate::ingest::{IngestOutcome, ItemOutcome, SKIP_WINDOW, to_micros};
 use crate::{Store, StoreError};
 
 /// Spans per script call (as `ingest::CHUNK` for traces).
 const CHUNK: usize = 256;
-/// Script calls in flight per batch.
-const IN_FLIGHT: usize = 8;
 
 static INGEST_SPANS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("ingest_spans.lua")));
@@ -97,26 +93,7 @@ impl Store {
                 inv
             })
             .collect();
-        self.run("ingest_spans", async |conn| {
-            let mut pending = FuturesOrdered::new();
-            let mut collected = Collected::with_capacity(items.len());
-            for inv in invocations {
-                if pending.len() >= IN_FLIGHT
-                    && let Some(reply) = pending.next().await
-                {
-                    collected.add(reply?);
-                }
-                let mut conn = conn.clone();
-                pending.push_back(async move {
-                    let reply: Reply = inv.invoke_async(&mut conn).await?;
-                    Ok::<_, StoreError>(reply)
-                });
-            }
-            while let Some(reply) = pending.next().await {
-                collected.add(reply?);
-            }
-            Ok((collected.total, collected.items))
-        })
-        .await
+        self.run_ingest_scripts("ingest_spans", invocations, items.len())
+            .await
     }
 }

@@ -96,6 +96,26 @@ fn enum_number(name: &str, prefix: &str, names: &[&str]) -> Option<i32> {
         .and_then(|i| i32::try_from(i).ok())
 }
 
+/// A string attribute of a span or resource, when present and a non-empty string (the
+/// resource's `service.name`, a span's `http.route`).
+pub fn string_attribute<'a>(
+    attributes: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a str> {
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    match attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()?
+    {
+        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,20 +18,21 @@ use std::collections::HashMap;
 use anomaly_core::analysis::{Judged, SpanInput, Structure};
 use anomaly_core::{BaselineKey, DurationMs, SpanKind, TraceId, round3};
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
+use anomaly_traces::otlp::string_attribute;
 use anomaly_traces::tempo::{TempoError, TraceFetcher};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use anomaly_runtime::cache::Stored;
+
 use crate::check::{CheckResponse, SpanBody, ValidCheck, explain};
 use crate::state::{AppState, Now};
-use anomaly_runtime::cache::Stored;
 
 /// What the analysis needs besides the baselines: Tempo, and the span-count limit.
 #[derive(Debug, Clone)]
@@ -307,21 +308,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
-}
-
-/// A string attribute, when present and a non-empty string.
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
-    }
 }
 
 /// The spans of `id`, at most `max_spans`; spans without a valid span ID or of another trace

@@ -12,6 +12,7 @@ use anomaly_core::{
     Baseline, BaselineKey, Baselines, Bucket, DayType, DurationMs, KeyError, Level, NameField,
     NameRules, ReasonContext, Status, TraceId, UnixNanos, Verdict, round3,
 };
+use anomaly_runtime::cache::Stored;
 use anomaly_runtime::error::{ApiError, ErrorBody, ErrorCode};
 use anomaly_runtime::http::ApiJson;
 use axum::Json;
@@ -21,7 +22,6 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::state::{AppState, InputLimits, Now};
-use anomaly_runtime::cache::Stored;
 
 /// A check: which request, when, and how long it took.
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -20,7 +20,9 @@ use anomaly_core::{
 use anomaly_runtime::cache::{BaselineCache, CacheMetrics, CacheSettings};
 use anomaly_runtime::metrics::{CommonMetrics, MetricsBuilder};
 use anomaly_runtime::telemetry::LogEvery;
-use anomaly_store::{FeedEntry, FeedSettings, ItemOutcome, SampleKind, Store};
+use anomaly_store::{
+    FeedEntry, FeedSettings, IngestItem, ItemOutcome, SampleKind, SpanItem, Store,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -107,6 +109,28 @@ pub(crate) struct Sample<'a> {
     pub(crate) key: &'a BaselineKey,
     pub(crate) duration: DurationMs,
     pub(crate) start_ms: i64,
+}
+
+impl<'a> From<&'a IngestItem> for Sample<'a> {
+    fn from(i: &'a IngestItem) -> Self {
+        Sample {
+            trace_id: &i.trace_id,
+            key: &i.key,
+            duration: i.duration,
+            start_ms: i.start_ms,
+        }
+    }
+}
+
+impl<'a> From<&'a SpanItem> for Sample<'a> {
+    fn from(i: &'a SpanItem) -> Self {
+        Sample {
+            trace_id: &i.trace_id,
+            key: &i.key,
+            duration: i.duration,
+            start_ms: i.start_ms,
+        }
+    }
 }
 
 /// Judges samples on ingest; cheap to clone.

@@ -11,7 +11,7 @@ use anomaly_runtime::telemetry::LogEvery;
 use anomaly_store::{
     IngestItem, IngestSettings, SampleKind, SpanItem, SpanSettings, Store, StoreError,
 };
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use anomaly_traces::otlp::string_attribute;
 use serde_json::Value;
 
 use crate::detect::{Detector, Sample};
@@ -89,21 +89,6 @@ impl SpanReport {
 
     fn add(&mut self, outcome: SpanOutcome, n: u64) {
         self.counts[outcome as usize] += n;
-    }
-}
-
-/// A string attribute of a span, when present and a non-empty string.
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()?
-    {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
     }
 }
 
@@ -192,15 +177,7 @@ impl Ingest {
         items: &[IngestItem],
         mut report: BatchReport,
     ) -> Result<BatchReport, StoreError> {
-        let samples: Vec<Sample<'_>> = items
-            .iter()
-            .map(|i| Sample {
-                trace_id: &i.trace_id,
-                key: &i.key,
-                duration: i.duration,
-                start_ms: i.start_ms,
-            })
-            .collect();
+        let samples: Vec<Sample<'_>> = items.iter().map(Sample::from).collect();
         let judged = self.detector.judge(SampleKind::Root, &samples).await;
         let skip = self.detector.skip_window(judged.as_deref());
         let (stored, outcomes) = self
@@ -272,15 +249,7 @@ impl Ingest {
             retention: self.settings.retention,
             max_keys_per_service: self.spans.max_keys_per_service(),
         };
-        let samples: Vec<Sample<'_>> = items
-            .iter()
-            .map(|i| Sample {
-                trace_id: &i.trace_id,
-                key: &i.key,
-                duration: i.duration,
-                start_ms: i.start_ms,
-            })
-            .collect();
+        let samples: Vec<Sample<'_>> = items.iter().map(Sample::from).collect();
         let judged = self.detector.judge(SampleKind::Span, &samples).await;
         let skip = self.detector.skip_window(judged.as_deref());
         let (stored, outcomes) = self.store.ingest_spans(&items, &settings, &skip).await?;

@@ -9,7 +9,7 @@ use anomaly_core::{
 };
 use anomaly_store::IngestItem;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 use crate::trace::IgnoreRules;
@@ -195,11 +195,7 @@ enum Valid<'a> {
 
 /// The resource's `service.name`, when it is a non-empty string.
 fn service_name(attributes: &[KeyValue]) -> Option<&str> {
-    let value = attributes.iter().find(|kv| kv.key == SERVICE_NAME)?;
-    match value.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
-    }
+    anomaly_traces::otlp::string_attribute(attributes, SERVICE_NAME)
 }
 
 fn one<'a>(

@@ -54,7 +54,7 @@ quality seed="1":
 build:
     cargo build --release --locked -p checker -p ingester -p recomputer
 
-# Local demo: Redis, tracegen as Tempo with a week of history, the three services, four verdicts, then the history again as OTLP and one trace analysis naming its slow span; Ctrl-C stops it.
+# Local demo: Redis, tracegen as Tempo with a week of history, the three services, four verdicts, then the history again as OTLP, one trace analysis naming its slow span, and the three newest anomalies found on ingest with their links; Ctrl-C stops it.
 demo:
     @bash scripts/demo.sh run
 

@@ -169,6 +169,10 @@ recomputer:
   interval: "2s"
 checker:
   listen: "127.0.0.1:$CHECKER_PORT"
+links:
+  # Where an anomaly's link leads; in production a Grafana Explore URL for the Tempo data
+  # source. Here: the checker's own analysis of the trace, fetched from tracegen's Tempo.
+  trace_url: "http://127.0.0.1:$CHECKER_PORT/v1/traces/{traceID}/analysis"
 EOF
 }
 
@@ -433,12 +437,52 @@ print("critical path: " + " -> ".join("%s (%.0f ms)" % (s["name"], s["durationMs
   fi
 }
 
+# Example 6: what the ingester found on its own. One anomalous checkout is pushed now (a fresh
+# trace at three times the threshold), judged on ingest, and the feed's three most recent
+# anomalies are printed with their explanations and links.
+print_feed() {
+  local base p50 p95 mad slow id now answer
+  base=$(baseline_json "checkout|POST /api/checkout")
+  p50=$(json_number p50 "$base")
+  p95=$(json_number p95 "$base")
+  mad=$(json_number mad "$base")
+  slow=$(awk -v p50="${p50:-100}" -v p95="${p95:-200}" -v mad="${mad:-10}" \
+    'BEGIN { t = p95 * 2; if (p50 + 10 * mad > t) t = p50 + 10 * mad; printf "%d", 3 * t + 0.5 }')
+  now="$(date +%s)000000000"
+  id=$(printf 'de%030x' "$(date +%s)")
+  curl -fsS --max-time 5 -X POST "http://127.0.0.1:$INGESTER_PORT/v1/traces/ingest" \
+    -H 'content-type: application/json' \
+    -d "{\"traces\":[{\"traceID\":\"$id\",\"rootServiceName\":\"checkout\",\"rootTraceName\":\"POST /api/checkout\",\"startTimeUnixNano\":\"$now\",\"durationMs\":$slow}]}" \
+    >/dev/null || die "the ingester did not take the anomalous trace"
+  printf '\n%s6. Anomalies found on ingest, newest first (a %d ms checkout was just pushed; nobody asked about it)%s\n%s$ curl -s "%s/v1/anomalies?limit=3"%s\n' \
+    "$BOLD" "$slow" "$RESET" "$DIM" "$CHECKER" "$RESET"
+  answer=$(curl -sS --max-time 5 "$CHECKER/v1/anomalies?limit=3") || die "the checker did not answer the feed"
+  if command -v python3 >/dev/null; then
+    python3 -c '
+import json, sys
+a = json.load(sys.stdin)
+for e in a.get("anomalies", []):
+    print("- %s %s %s %s: %s" % (e["time"], e["kind"], e["service"], e["endpoint"], e["reason"]))
+    print("  %s" % e.get("traceUrl", "(no link: links.trace_url is not set)"))
+if not a.get("anomalies"):
+    print(json.dumps(a))
+' <<<"$answer" || echo "$answer"
+  else
+    echo "$answer"
+  fi
+  printf '    %s(each link opens the trace analysis; the pushed trace was never sent to Tempo, so its link answers 404 TRACE_NOT_FOUND)%s\n' "$DIM" "$RESET"
+  if ! grep -q "\"traceId\":\"$id\"" <<<"$answer"; then
+    printf '%swarning:%s expected trace %s among the newest anomalies\n' "$YELLOW" "$RESET" "$id" >&2
+  fi
+}
+
 print_endpoints() {
   cat <<EOF
 
 ${BOLD}Running${RESET} (config: $STATE/config.yaml, logs: $STATE/logs/)
   checker     $CHECKER        POST /v1/anomaly/check, /v1/anomaly/check/batch, GET /v1/baseline,
-                                         POST /v1/traces/analysis, GET /v1/traces/{id}/analysis
+                                         POST /v1/traces/analysis, GET /v1/traces/{id}/analysis,
+                                         GET /v1/anomalies (found on ingest)
   ingester    http://127.0.0.1:$INGESTER_PORT        POST /v1/traces/ingest, polling tracegen every 5 s
   recomputer  http://127.0.0.1:$RECOMPUTER_PORT        recomputing dirty baselines every 2 s
   tempo       http://127.0.0.1:$TEMPO_PORT        tracegen: new demo traces every second
@@ -472,6 +516,7 @@ cmd_run() {
   send_otlp_history
   wait_for_span_baseline
   print_analysis
+  print_feed
   print_endpoints
   printf '\nPress Ctrl-C to stop everything.\n'
   # From here on Ctrl-C is the normal way to end the demo, not a failure.
@@ -512,6 +557,7 @@ cmd_up() {
   send_otlp_history
   wait_for_span_baseline
   print_analysis
+  print_feed
   trap - EXIT INT TERM
   print_endpoints
   printf '\nRunning in the background: %sjust logs%s follows the logs, %sjust down%s stops it all.\n' \

@@ -699,7 +699,9 @@ async fn wait_for_baselines(
     loop {
         let stored = store.stored_baselines(keys).await?;
         let mut pending = 0;
-        for (s, b) in slots.iter().zip(&stored) {
+        // The first few keys still pending, stored against expected, for the error.
+        let mut examples = Vec::new();
+        for ((s, b), k) in slots.iter().zip(&stored).zip(keys) {
             let &(e, hour, day) = s;
             let exact = b
                 .as_ref()
@@ -710,23 +712,45 @@ async fn wait_for_baselines(
                     .and_then(|b| b.level(l))
                     .map(|f| f.summary.baseline.sample_count)
             };
-            let mut ok = exact.unwrap_or(0) == len(s)
-                && level(Level::DayType).unwrap_or(0) == union(e, &[day], &every_hour)
-                && level(Level::All).unwrap_or(0) == union(e, &DAY_TYPES, &every_hour);
+            // The recomputer computes levels only for an endpoint with a thin bucket (one with
+            // fewer samples than the rule needs); an endpoint whose buckets are all full has none.
+            let thin_endpoint = DAY_TYPES
+                .iter()
+                .any(|&d| (0..24).any(|h| len(&(e, h, d)) < u64::from(config.min_samples)));
+            let mut ok = exact.unwrap_or(0) == len(s);
+            if thin_endpoint {
+                ok &= level(Level::DayType).unwrap_or(0) == union(e, &[day], &every_hour)
+                    && level(Level::All).unwrap_or(0) == union(e, &DAY_TYPES, &every_hour);
+            }
             // A thin bucket also has its nearby level: the same day type, `n` hours either side.
             if len(s) < u64::from(config.min_samples) {
                 let hours: Vec<u8> = (0..=2 * n).map(|i| (hour + 24 - n + i) % 24).collect();
                 ok &= level(Level::Nearby).unwrap_or(0) == union(e, &[day], &hours);
             }
             pending += u64::from(!ok);
+            if !ok && examples.len() < 3 {
+                examples.push(format!(
+                    "{} {} {hour:02}h {}: exact {exact:?} of {}, dayType {:?} of {}, all {:?} of {}, nearby {:?}",
+                    k.service(),
+                    k.endpoint(),
+                    day.as_str(),
+                    len(s),
+                    level(Level::DayType),
+                    union(e, &[day], &every_hour),
+                    level(Level::All),
+                    union(e, &DAY_TYPES, &every_hour),
+                    level(Level::Nearby),
+                ));
+            }
         }
         if pending == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "{pending} of {} keys still lack the baselines or levels of the history after {RECOMPUTE_WITHIN:?}",
-                keys.len()
+                "{pending} of {} keys still lack the baselines or levels of the history after {RECOMPUTE_WITHIN:?}, e.g. {}",
+                keys.len(),
+                examples.join("; ")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -28,7 +28,7 @@ chart-check:
     bash scripts/chart-check.sh
 
 # Benchmarks: rewrites the figures section of BENCHMARKS.md.
-# Needs wrk and redis-benchmark (apt-get install wrk redis-server); about 5 minutes.
+# Needs wrk and redis-benchmark (apt-get install wrk redis-server); about 6 minutes (push ingest with detection on against off included).
 bench:
     @command -v wrk >/dev/null || { echo "bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }
     cargo build --release -p anomaly-bench -p checker -p ingester
@@ -45,7 +45,7 @@ soak minutes="10":
     cargo build --release -p anomaly-bench -p checker -p ingester -p recomputer
     ./target/release/anomaly-bench soak --minutes {{minutes}}
 
-# Detection quality: 3 weeks of seeded, labelled traffic through the release ingester and recomputer, then a week of checks through two release checkers (fallback chain, exact only) beside one global window per endpoint; rewrites the quality section of BENCHMARKS.md. Under a minute.
+# Detection quality: 3 weeks of seeded, labelled traffic through the release ingester and recomputer, then a week of checks through two release checkers (fallback chain, exact only) beside one global window per endpoint, then the contamination guard (stats.exclude_anomalies) off and on through a one-hour 3x and 5x incident; rewrites the quality section of BENCHMARKS.md. Under a minute.
 quality seed="1":
     cargo build --release -p anomaly-bench -p checker -p ingester -p recomputer
     ./target/release/anomaly-bench --write BENCHMARKS.md quality --seed {{seed}}

@@ -86,9 +86,7 @@ impl ErrorCode {
             MalformedJson | InvalidBody | InvalidQuery | InvalidItem | InvalidTraceId
             | InvalidService | InvalidEndpoint | InvalidStartTime | InvalidDuration
             | InvalidHour | InvalidDayType | InvalidKey | InvalidCursor | PartialTrace
-            | InvalidTrace => {
-                StatusCode::BAD_REQUEST
-            }
+            | InvalidTrace => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             NotFound | BaselineNotFound | TraceNotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

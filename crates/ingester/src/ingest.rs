@@ -178,7 +178,12 @@ impl Ingest {
         mut report: BatchReport,
     ) -> Result<BatchReport, StoreError> {
         let samples: Vec<Sample<'_>> = items.iter().map(Sample::from).collect();
-        let judged = self.detector.judge(SampleKind::Root, &samples).await;
+        // History is not news: a backfill is stored, not judged (its verdicts would fill the
+        // feed and the counters with anomalies of last week, judged against today's baselines).
+        let judged = match source {
+            Source::Backfill => None,
+            _ => self.detector.judge(SampleKind::Root, &samples).await,
+        };
         let skip = self.detector.skip_window(judged.as_deref());
         let (stored, outcomes) = self
             .store

@@ -78,6 +78,15 @@ async fn three_days_resume_after_an_interruption() {
             .finished()
     );
 
+    // History is stored, not judged: no verdict is counted.
+    let text = ing.metrics().encode();
+    let judged: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("anomaly_judged_total{"))
+        .collect();
+    assert!(!judged.is_empty(), "{text}");
+    assert!(judged.iter().all(|l| l.ends_with(" 0")), "{judged:?}");
+
     // A finished job starts afresh; everything is a duplicate now.
     let again = ing.backfill(&args, tempo.now()).await.unwrap();
     assert_eq!(again.resumed_at, from);

@@ -159,7 +159,9 @@ mod tests {
         std::hint::black_box(x);
         let usage = meter.stop().unwrap();
         let own = usage.0[0].1;
-        assert!(own > 0.3 && own < 1.5, "{own}");
+        // Positive, and at most a core (with some slack for the clock): on a loaded machine the
+        // burn gets less than the whole core.
+        assert!(own > 0.05 && own < 1.5, "{own}");
         assert_eq!(usage.0[1].1, 0.0);
         let all = usage.0[2].1;
         assert!(

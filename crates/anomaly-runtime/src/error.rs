@@ -69,6 +69,9 @@ pub enum ErrorCode {
     /// not a trace).
     TempoError,
     RedisUnavailable,
+    /// Fewer replicas than `redis.min_replicas_ack` confirmed an ingest's writes in time: the
+    /// primary has them, their survival of a failover is not known; retry the batch.
+    NotReplicated,
     /// Tempo cannot be reached, timed out, is overloaded or is not configured.
     TempoUnavailable,
     /// More requests in flight than `limits.max_concurrency`.
@@ -94,7 +97,7 @@ impl ErrorCode {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             TempoError => StatusCode::BAD_GATEWAY,
-            RedisUnavailable | TempoUnavailable | Overloaded | Timeout => {
+            RedisUnavailable | NotReplicated | TempoUnavailable | Overloaded | Timeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -131,6 +134,7 @@ impl ErrorCode {
             Internal => "INTERNAL",
             TempoError => "TEMPO_ERROR",
             RedisUnavailable => "REDIS_UNAVAILABLE",
+            NotReplicated => "NOT_REPLICATED",
             TempoUnavailable => "TEMPO_UNAVAILABLE",
             Overloaded => "OVERLOADED",
             Timeout => "TIMEOUT",
@@ -258,6 +262,12 @@ static UNAVAILABLE_WARNING: LogEvery = LogEvery::new(Duration::from_secs(1));
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::NotReplicated { .. } = e {
+            if UNAVAILABLE_WARNING.ready() {
+                tracing::warn!(error = %e, "ingest not acknowledged by enough replicas");
+            }
+            return ApiError::new(ErrorCode::NotReplicated, e.to_string());
+        }
         if e.is_unavailable() {
             if UNAVAILABLE_WARNING.ready() {
                 tracing::warn!(error = %e, "redis unavailable");
@@ -302,7 +312,7 @@ mod tests {
 
     /// Every code, its wire string and its status: the contract (and the OpenAPI documents,
     /// the clients, the tests of every service) pin these.
-    const CODES: [(ErrorCode, &str, u16); 30] = [
+    const CODES: [(ErrorCode, &str, u16); 31] = [
         (ErrorCode::MalformedJson, "MALFORMED_JSON", 400),
         (ErrorCode::InvalidBody, "INVALID_BODY", 400),
         (ErrorCode::InvalidQuery, "INVALID_QUERY", 400),
@@ -334,6 +344,7 @@ mod tests {
         (ErrorCode::Internal, "INTERNAL", 500),
         (ErrorCode::TempoError, "TEMPO_ERROR", 502),
         (ErrorCode::RedisUnavailable, "REDIS_UNAVAILABLE", 503),
+        (ErrorCode::NotReplicated, "NOT_REPLICATED", 503),
         (ErrorCode::TempoUnavailable, "TEMPO_UNAVAILABLE", 503),
         (ErrorCode::Overloaded, "OVERLOADED", 503),
         (ErrorCode::Timeout, "TIMEOUT", 503),

@@ -25,6 +25,16 @@ pub enum StoreError {
     /// A stored value does not parse: someone else wrote that key.
     #[error("bad data in {key}: {detail}")]
     BadData { key: String, detail: String },
+    /// Fewer replicas than `redis.min_replicas_ack` confirmed an ingest's writes within its
+    /// timeout. The writes are on the primary; whether they survive a failover is not known.
+    #[error(
+        "{acked} of the {wanted} replicas required (redis.min_replicas_ack) acknowledged the writes within {after:?}"
+    )]
+    NotReplicated {
+        wanted: u32,
+        acked: u32,
+        after: Duration,
+    },
     /// The Redis settings are unusable (bad URL).
     #[error("{0}")]
     Config(String),
@@ -68,6 +78,9 @@ impl From<RedisError> for StoreError {
                             | ServerErrorKind::TryAgain
                             | ServerErrorKind::MasterDown
                             | ServerErrorKind::ClusterDown
+                            // A primary demoted by a failover, still reached on an old
+                            // connection: unavailable for writes until one to the new primary.
+                            | ServerErrorKind::ReadOnly
                     )
             );
         if transient {

@@ -6,17 +6,42 @@
 //! and `keyIndex`. Redis runs a script without interleaving, so two ingesters racing on the same
 //! trace count it once. Chunks are sent concurrently on one multiplexed connection, which
 //! pipelines them: a batch of 10,000 traces costs a handful of round trips.
+//!
+//! **Redis Cluster** cannot run that script: its keys live in many slots. There a batch takes
+//! three steps ([`Store::ingest_sharded`]), and the per-trace atomicity that matters (marker,
+//! push and version bump together) is kept, because the marker lives in the window's slot (see
+//! `keys`):
+//! 1. `admit.lua`, in the coordination slot: the cardinality caps, and each key into
+//!    `keyIndex` (and its service's set, for spans), before any sample of it is stored;
+//! 2. `ingest_window.lua`, once per slot (in chunks, concurrently): dedup, push, trim, `v`;
+//! 3. `SADD dirtyKeys` of the keys that took a sample (or answered duplicate, so that a retry
+//!    after a failed step 3 marks them again).
+//!
+//! A crash or a Redis failure between steps 2 and 3 leaves a stored sample whose key is not
+//! dirty. That only delays its recompute: the key is already in `keyIndex` (step 1), its `v` is
+//! ahead of the `cv` its baseline was computed from, and the recomputer's sweep of `keyIndex`
+//! marks every such key dirty again ([`Store::repair_dirty`]). A failure between steps 1 and 2
+//! leaves an indexed key without a window, which the prune sweep removes. Nothing accepted is
+//! lost, and nothing is counted twice (the marker is set with the push).
+//!
+//! **Acknowledged writes** (`redis.min_replicas_ack: N`): the batch's writes go out on a
+//! connection held for the batch, and `WAIT N timeout` follows them on it (in a cluster, on
+//! each node that took a slot's samples, in the same pipeline); fewer than N acknowledgements
+//! is [`StoreError::NotReplicated`], which the ingest answers 503. The samples are stored on the
+//! primary either way, so a retry of that batch answers them as duplicates.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use anomaly_core::{BaselineKey, DurationMs, TraceId};
-use deadpool_redis::redis::{Script, ScriptInvocation};
+use deadpool_redis::redis::{self, Script, ScriptInvocation};
 
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 
-use crate::{Store, StoreError};
+use crate::conn::slot_of;
+use crate::{Conn, Hold, Store, StoreError};
 
 /// Traces per script call: large enough to amortise the call, small enough that Redis is never
 /// blocked for more than about a millisecond.
@@ -25,6 +50,8 @@ const CHUNK: usize = 256;
 const IN_FLIGHT: usize = 8;
 
 static INGEST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ingest.lua")));
+static WINDOW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ingest_window.lua")));
+static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("admit.lua")));
 
 /// One sample to store.
 #[derive(Debug, Clone)]
@@ -147,6 +174,32 @@ impl Store {
         }
         let ttl_ms = settings.dedup_ttl.as_millis().max(1) as u64;
         let retention_ms = settings.retention.as_millis() as u64;
+        if self.keys.is_cluster() {
+            let samples = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let body = item.key.encode();
+                    Sample {
+                        seen: self.keys.seen_in(&item.trace_id, &body),
+                        value: sample_value(item.duration, skip_window.get(i).copied()),
+                        span: None,
+                        service: None,
+                        body,
+                    }
+                })
+                .collect();
+            let caps = Caps {
+                keys: settings.max_keys,
+                per_service: 0,
+            };
+            let keep = Keep {
+                ttl_ms,
+                window_size: settings.window_size,
+                retention_ms,
+            };
+            return self.ingest_sharded("ingest", samples, keep, caps).await;
+        }
         let dirty = self.keys.dirty();
         let index = self.keys.key_index();
         // Invocations are built before any await, so the future owns them (and stays Send).
@@ -187,7 +240,7 @@ impl Store {
         invocations: Vec<ScriptInvocation<'static>>,
         items: usize,
     ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
-        self.run(op, async |conn| {
+        self.run_holding(op, self.ingest_hold(), async |conn| {
             // A plain loop rather than iterator adapters: closures over the invocations make
             // the future's lifetimes too specific to be spawned.
             let mut pending = FuturesOrdered::new();
@@ -207,8 +260,237 @@ impl Store {
             while let Some(reply) = pending.next().await {
                 collected.add(reply?);
             }
+            if let Some((replicas, timeout)) = self.replicas_ack {
+                // On the connection that wrote the batch, held for it: WAIT covers its writes.
+                let acked: i64 = redis::cmd("WAIT")
+                    .arg(replicas)
+                    .arg(timeout.as_millis() as u64)
+                    .query_async(conn)
+                    .await?;
+                self.check_acked(acked)?;
+            }
             Ok((collected.total, collected.items))
         })
         .await
+    }
+
+    /// How an ingest holds its connection: for the whole batch when its writes must be
+    /// acknowledged by replicas (`WAIT` blocks the connection it is sent on, and covers only
+    /// that connection's writes), else shared.
+    fn ingest_hold(&self) -> Hold {
+        if self.replicas_ack.is_some() {
+            Hold::Exclusive
+        } else {
+            Hold::Shared
+        }
+    }
+
+    /// Whether `acked` replicas are enough for `redis.min_replicas_ack`.
+    fn check_acked(&self, acked: i64) -> Result<(), StoreError> {
+        match self.replicas_ack {
+            Some((wanted, after)) if acked < i64::from(wanted) => Err(StoreError::NotReplicated {
+                wanted,
+                acked: acked.max(0) as u32,
+                after,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ingest on a Redis Cluster: the three steps of the module docs. `samples` are in the
+    /// batch's order; the answer says what happened to each.
+    pub(crate) async fn ingest_sharded(
+        &self,
+        op: &'static str,
+        samples: Vec<Sample>,
+        keep: Keep,
+        caps: Caps,
+    ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
+        // Step 1: the caps and keyIndex, once per distinct key of the batch.
+        let mut distinct: HashMap<&str, usize> = HashMap::new();
+        let mut admit = ADMIT.prepare_invoke();
+        admit
+            .key(self.keys.key_index())
+            .arg(caps.keys)
+            .arg(caps.per_service);
+        let mut service_sets: HashMap<&str, usize> = HashMap::new();
+        for sample in &samples {
+            if distinct.contains_key(sample.body.as_str()) {
+                continue;
+            }
+            distinct.insert(&sample.body, distinct.len());
+            let set = match &sample.service {
+                Some(service) => {
+                    let next = service_sets.len() + 2;
+                    let n = *service_sets.entry(service).or_insert(next);
+                    if n == next {
+                        admit.key(self.keys.service_keys(service));
+                    }
+                    n
+                }
+                None => 0,
+            };
+            admit.arg(&sample.body).arg(set);
+        }
+        let admitted: String = self
+            .run("ingest_admit", async |conn| {
+                Ok(admit.invoke_async(conn).await?)
+            })
+            .await?;
+        let admitted = admitted.as_bytes();
+        let is_admitted =
+            |sample: &Sample| admitted.get(distinct[sample.body.as_str()]) == Some(&b'y');
+
+        // Step 2: the samples of each slot, in chunks.
+        let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
+        for (i, sample) in samples.iter().enumerate() {
+            if is_admitted(sample) {
+                by_slot
+                    .entry(slot_of(self.keys.dur(&sample.body).as_bytes()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let kind = if samples.iter().any(|s| s.span.is_some()) {
+            "s"
+        } else {
+            "r"
+        };
+        let mut calls = Vec::new();
+        for positions in by_slot.into_values() {
+            for chunk in positions.chunks(CHUNK) {
+                let mut inv = WINDOW.prepare_invoke();
+                inv.arg(keep.ttl_ms)
+                    .arg(keep.window_size)
+                    .arg(keep.retention_ms)
+                    .arg(kind);
+                for &i in chunk {
+                    let sample = &samples[i];
+                    inv.key(&sample.seen)
+                        .key(self.keys.dur(&sample.body))
+                        .key(self.keys.base(&sample.body))
+                        .arg(&sample.value)
+                        .arg(sample.span.as_deref().unwrap_or(""));
+                }
+                let mut pipe = redis::pipe();
+                // In the same pipeline, so that the EVALSHA finds it; the pipeline goes to the
+                // node of the script's slot, WAIT included.
+                pipe.load_script(&WINDOW);
+                pipe.invoke_script(&inv);
+                if let Some((replicas, timeout)) = self.replicas_ack {
+                    pipe.cmd("WAIT")
+                        .arg(replicas)
+                        .arg(timeout.as_millis() as u64);
+                }
+                calls.push((chunk.to_vec(), pipe));
+            }
+        }
+        let mut outcomes = vec![ItemOutcome::OverCardinality; samples.len()];
+        let mut total = IngestOutcome {
+            over_cardinality: samples.iter().filter(|s| !is_admitted(s)).count() as u64,
+            ..IngestOutcome::default()
+        };
+        let replies = self
+            .run_holding(op, self.ingest_hold(), async |conn| {
+                let mut pending = FuturesUnordered::new();
+                let mut replies = Vec::with_capacity(calls.len());
+                for (positions, pipe) in calls {
+                    if pending.len() >= IN_FLIGHT
+                        && let Some(reply) = pending.next().await
+                    {
+                        replies.push(reply?);
+                    }
+                    let mut conn: Conn = conn.clone();
+                    pending.push(async move {
+                        let values = conn.query_one_node(&pipe).await?;
+                        Ok::<_, StoreError>((positions, values))
+                    });
+                }
+                while let Some(reply) = pending.next().await {
+                    replies.push(reply?);
+                }
+                Ok(replies)
+            })
+            .await?;
+        for (positions, values) in replies {
+            let parse_failed =
+                |e: redis::ParsingError| StoreError::bad_data("ingest_window.lua", e.to_string());
+            let reply: Reply = values
+                .get(1)
+                .map(redis::from_redis_value_ref)
+                .transpose()
+                .map_err(parse_failed)?
+                .unwrap_or_default();
+            if let Some(acked) = values.get(2) {
+                self.check_acked(redis::from_redis_value_ref(acked).map_err(parse_failed)?)?;
+            }
+            total.accepted += reply.0;
+            total.duplicates += reply.1;
+            for (&i, code) in positions.iter().zip(reply.3.bytes()) {
+                outcomes[i] = ItemOutcome::from_code(code);
+            }
+        }
+
+        // Step 3: the keys that took a sample (or answered duplicate) are dirty.
+        let mut dirty: Vec<&str> = samples
+            .iter()
+            .zip(&outcomes)
+            .filter(|(s, o)| {
+                s.value != SKIP_WINDOW
+                    && matches!(o, ItemOutcome::Accepted | ItemOutcome::Duplicate)
+            })
+            .map(|(s, _)| s.body.as_str())
+            .collect();
+        dirty.sort_unstable();
+        dirty.dedup();
+        if !dirty.is_empty() {
+            let key = self.keys.dirty();
+            self.run("ingest_mark_dirty", async |conn| {
+                let _: i64 = redis::cmd("SADD")
+                    .arg(&key)
+                    .arg(&dirty)
+                    .query_async(conn)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok((total, outcomes))
+    }
+}
+
+/// A sample on its way through [`Store::ingest_sharded`].
+pub(crate) struct Sample {
+    pub(crate) body: String,
+    /// Its dedup marker, in the window's slot.
+    pub(crate) seen: String,
+    /// Whole microseconds, or [`SKIP_WINDOW`].
+    pub(crate) value: String,
+    /// The span ID (hex), for spans.
+    pub(crate) span: Option<String>,
+    /// The service's part of the body, for the per-service cap of spans.
+    pub(crate) service: Option<String>,
+}
+
+/// The caps of [`Store::ingest_sharded`]: on all keys, and on each service's (0 = none).
+pub(crate) struct Caps {
+    pub(crate) keys: u64,
+    pub(crate) per_service: u64,
+}
+
+/// How windows are kept, as the scripts take it.
+#[derive(Clone, Copy)]
+pub(crate) struct Keep {
+    pub(crate) ttl_ms: u64,
+    pub(crate) window_size: u32,
+    pub(crate) retention_ms: u64,
+}
+
+/// The duration argument of a sample: whole microseconds, or [`SKIP_WINDOW`].
+pub(crate) fn sample_value(duration: DurationMs, skip: Option<bool>) -> String {
+    if skip.unwrap_or(false) {
+        SKIP_WINDOW.to_owned()
+    } else {
+        to_micros(duration).to_string()
     }
 }

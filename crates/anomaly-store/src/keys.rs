@@ -2,8 +2,25 @@
 //! workspace. The store's operations build their keys through [`Keys`]; tests and tools see it
 //! only through the `testing` feature (`Store::keys`), so they inspect the same names the store
 //! writes instead of spelling them again.
+//!
+//! **Redis Cluster.** In mode `cluster` every script and multi-key command must touch one slot
+//! ([`crate::conn`] splits plain pipelines itself). Two things change there, and only there:
+//! - The coordination keys (`dirtyKeys`, `keyIndex`, `keyEndpoints`, `fbPending`, the
+//!   recomputer's claims and heartbeats, the poller's lease and cursor, backfill progress and the
+//!   span key space's `serviceKeys`) share the hash tag `{ctl}`: `<prefix>{ctl}:dirtyKeys`, so
+//!   that claiming (SPOP into an in-flight set), handing back and the cap check stay atomic
+//!   scripts. They are small and touched once per batch, not per trace.
+//! - The dedup marker of a trace lives in the slot of the window it was stored in:
+//!   `<prefix>seen:{<tag>}<traceID>`, where `<tag>` is a short string that hashes to the slot of
+//!   `dur:{B}` (see [`slot_tag`]), so the marker, the push and the version bump are one script.
+//!
+//! Windows, baselines, fallback levels and the feed keep their names in every mode.
+
+use std::sync::LazyLock;
 
 use anomaly_core::TraceId;
+
+use crate::conn::{SLOTS, slot_of};
 
 /// Builds every Redis key behind one prefix. `body` is an encoded key
 /// ([`anomaly_core::BaselineKey::encode`]).
@@ -11,6 +28,42 @@ use anomaly_core::TraceId;
 pub struct Keys {
     prefix: String,
     spans: bool,
+    /// Mode `cluster`: coordination keys behind `{ctl}`, markers in their window's slot.
+    cluster: bool,
+}
+
+/// The hash tag that puts every coordination key of a deployment in one cluster slot.
+const CONTROL_TAG: &str = "{ctl}:";
+
+/// For each cluster slot, the shortest string (of `0-9a-z`, shortest first) whose CRC16 lands in
+/// it: a hash tag `{tag}` that puts a key in that slot, a few bytes instead of a whole body.
+static SLOT_TAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut tags = vec![String::new(); SLOTS as usize];
+    let mut missing = SLOTS as usize;
+    let mut candidates: Vec<String> = vec![String::new()];
+    while missing > 0 {
+        let mut longer = Vec::with_capacity(candidates.len() * ALPHABET.len());
+        for prefix in &candidates {
+            for &c in ALPHABET {
+                let mut tag = prefix.clone();
+                tag.push(c as char);
+                let slot = &mut tags[slot_of(tag.as_bytes()) as usize];
+                if slot.is_empty() {
+                    *slot = tag.clone();
+                    missing -= 1;
+                }
+                longer.push(tag);
+            }
+        }
+        candidates = longer;
+    }
+    tags
+});
+
+/// A hash tag (without braces) whose keys land in `slot`.
+pub(crate) fn slot_tag(slot: u16) -> &'static str {
+    &SLOT_TAGS[usize::from(slot % SLOTS)]
 }
 
 /// What the span key space adds to the prefix: span baselines keep the whole layout of root
@@ -19,10 +72,25 @@ pub struct Keys {
 const SPANS: &str = "span:";
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str, cluster: bool) -> Self {
         Keys {
             prefix: prefix.to_owned(),
             spans: false,
+            cluster,
+        }
+    }
+
+    /// Whether these are the names of mode `cluster` (see the module docs).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// A coordination key: `<prefix><name>`, or `<prefix>{ctl}:<name>` in a cluster.
+    fn control(&self, name: std::fmt::Arguments<'_>) -> String {
+        if self.cluster {
+            format!("{}{CONTROL_TAG}{name}", self.prefix)
+        } else {
+            format!("{}{name}", self.prefix)
         }
     }
 
@@ -34,6 +102,7 @@ impl Keys {
         Keys {
             prefix: format!("{}{SPANS}", self.prefix),
             spans: true,
+            cluster: self.cluster,
         }
     }
 
@@ -45,7 +114,11 @@ impl Keys {
     /// `serviceKeys:{service}`: the span key space's bodies of one service, for its cap
     /// (`spans.max_keys_per_service`); `service` is encoded as in bodies.
     pub fn service_keys(&self, service_body: &str) -> String {
-        format!("{}serviceKeys:{{{service_body}}}", self.prefix)
+        if self.cluster {
+            self.control(format_args!("serviceKeys:{service_body}"))
+        } else {
+            format!("{}serviceKeys:{{{service_body}}}", self.prefix)
+        }
     }
 
     /// `dur:{B}`: the window (LIST, newest first).
@@ -67,7 +140,7 @@ impl Keys {
     /// `fbPending`: endpoints whose fallback levels were not due when their samples arrived
     /// (ZSET, a key body of the endpoint scored with the time it is due, unix ms).
     pub fn fallback_pending(&self) -> String {
-        format!("{}fbPending", self.prefix)
+        self.control(format_args!("fbPending"))
     }
 
     /// `fbLease:{service|endpoint}`: held by the recomputer that last computed the endpoint's
@@ -78,18 +151,18 @@ impl Keys {
 
     /// `dirtyKeys`: bodies awaiting recompute.
     pub fn dirty(&self) -> String {
-        format!("{}dirtyKeys", self.prefix)
+        self.control(format_args!("dirtyKeys"))
     }
 
     /// `keyIndex`: every body with a window.
     pub fn key_index(&self) -> String {
-        format!("{}keyIndex", self.prefix)
+        self.control(format_args!("keyIndex"))
     }
 
     /// `keyEndpoints`: every `service|endpoint` with windows, for the key listing (see
     /// `listing`).
     pub fn key_endpoints(&self) -> String {
-        format!("{}keyEndpoints", self.prefix)
+        self.control(format_args!("keyEndpoints"))
     }
 
     /// `anomalies`: the anomaly feed (STREAM; see `feed`). Roots and spans share it: the span
@@ -109,6 +182,17 @@ impl Keys {
         format!("{}seen:{{{trace}}}", self.prefix)
     }
 
+    /// The dedup marker of a trace stored in the window of `body`: [`Keys::seen`], or in a
+    /// cluster `seen:{<tag>}<traceID>` in the window's slot.
+    pub fn seen_in(&self, trace: &TraceId, body: &str) -> String {
+        if self.cluster {
+            let tag = slot_tag(slot_of(self.dur(body).as_bytes()));
+            format!("{}seen:{{{tag}}}{trace}", self.prefix)
+        } else {
+            self.seen(trace)
+        }
+    }
+
     /// A `SCAN MATCH` pattern of every dedup marker, for tests and benchmarks that count them.
     #[cfg(feature = "testing")]
     pub fn seen_pattern(&self) -> String {
@@ -117,32 +201,32 @@ impl Keys {
 
     /// `poller:lease`: the ingester replica that polls Tempo (see `poller`).
     pub fn poller_lease(&self) -> String {
-        format!("{}poller:lease", self.prefix)
+        self.control(format_args!("poller:lease"))
     }
 
     /// `poller:cursor`: the end of the last window fully ingested.
     pub fn poller_cursor(&self) -> String {
-        format!("{}poller:cursor", self.prefix)
+        self.control(format_args!("poller:cursor"))
     }
 
     /// `backfill:{job}`: how far a backfill got.
     pub fn backfill(&self, job: &str) -> String {
-        format!("{}backfill:{job}", self.prefix)
+        self.control(format_args!("backfill:{job}"))
     }
 
     /// `recomputer:workers`: every recomputer that claimed keys (see `recompute`).
     pub fn workers(&self) -> String {
-        format!("{}recomputer:workers", self.prefix)
+        self.control(format_args!("recomputer:workers"))
     }
 
     /// `recomputer:alive:<worker>`: a worker's heartbeat.
     pub fn alive(&self, worker: &str) -> String {
-        format!("{}recomputer:alive:{worker}", self.prefix)
+        self.control(format_args!("recomputer:alive:{worker}"))
     }
 
     /// `recomputer:inflight:<worker>`: the bodies a worker claimed and has not committed.
     pub fn inflight(&self, worker: &str) -> String {
-        format!("{}recomputer:inflight:{worker}", self.prefix)
+        self.control(format_args!("recomputer:inflight:{worker}"))
     }
 }
 
@@ -153,7 +237,7 @@ mod tests {
 
     #[test]
     fn layout_matches_the_contract() {
-        let keys = Keys::new("prod:");
+        let keys = Keys::new("prod:", false);
         let k = BaselineKey::new("checkout", "POST /pay", 14, DayType::Weekday).unwrap();
         let t = TraceId::parse("AF7651916cd43dd8448eb211c80319c").unwrap();
         let cases = [
@@ -210,5 +294,51 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn every_slot_has_a_short_tag_that_lands_in_it() {
+        for slot in 0..SLOTS {
+            let tag = slot_tag(slot);
+            assert!(!tag.is_empty() && tag.len() <= 4, "slot {slot}: {tag:?}");
+            assert_eq!(slot_of(tag.as_bytes()), slot);
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_scripts_touch_one_slot() {
+        let keys = Keys::new("prod:", true);
+        let body = BaselineKey::new("checkout", "POST /pay", 14, DayType::Weekday)
+            .unwrap()
+            .encode();
+        let t = TraceId::parse("af7651916cd43dd8448eb211c80319c").unwrap();
+        for keys in [keys.clone(), keys.spans()] {
+            // The ingest script's keys.
+            let window = slot_of(keys.dur(&body).as_bytes());
+            assert_eq!(slot_of(keys.base(&body).as_bytes()), window);
+            assert_eq!(slot_of(keys.seen_in(&t, &body).as_bytes()), window);
+            assert!(keys.seen_in(&t, &body).ends_with(&t.to_string()));
+            // The coordination keys (claims, hand-back, the cap, the poller).
+            let control = slot_of(keys.dirty().as_bytes());
+            for name in [
+                keys.key_index(),
+                keys.key_endpoints(),
+                keys.fallback_pending(),
+                keys.workers(),
+                keys.alive("w1"),
+                keys.inflight("w1"),
+                keys.poller_lease(),
+                keys.poller_cursor(),
+                keys.backfill("b1"),
+                keys.service_keys("checkout"),
+            ] {
+                assert_eq!(slot_of(name.as_bytes()), control, "{name}");
+            }
+        }
+        assert_eq!(keys.dirty(), "prod:{ctl}:dirtyKeys");
+        assert_eq!(keys.dur(&body), "prod:dur:{checkout|POST /pay|14|weekday}");
+        // Standalone keeps the contract's names.
+        let standalone = Keys::new("prod:", false);
+        assert_eq!(standalone.seen_in(&t, &body), standalone.seen(&t));
     }
 }

@@ -21,6 +21,7 @@
 //! see `recompute`); the `testing` feature adds side doors for tests and tools (see `testing`).
 
 mod config;
+mod conn;
 mod error;
 mod feed;
 mod ingest;
@@ -43,12 +44,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use deadpool_redis::redis::aio::MultiplexedConnection;
+use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use deadpool_redis::redis::{self, IntoConnectionInfo, RedisError};
 use deadpool_redis::{Manager, Runtime};
 use secrecy::ExposeSecret;
 
-pub use config::RedisConfig;
+pub(crate) use conn::Conn;
+
+pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig};
 pub use error::StoreError;
 pub use feed::{
     FEED_SCAN_MAX, FeedCursor, FeedEntry, FeedFilter, FeedItem, FeedPage, FeedSettings, SampleKind,
@@ -94,23 +98,57 @@ pub(crate) enum Hold {
 /// A pooled connection, and whether an operation on it failed in a way that may have broken it.
 #[derive(Debug)]
 struct Pooled {
-    conn: MultiplexedConnection,
+    conn: Conn,
     /// Set when an operation failed with a connection error or timed out; the pool then drops
     /// the connection at its next checkout instead of handing it out.
     broken: Arc<AtomicBool>,
 }
 
-/// deadpool-redis's manager with [`IDLE_BEFORE_PING`] and broken connections dropped.
+/// Makes connections in the configured mode (see `conn`).
+enum Connector {
+    Standalone(Manager),
+    /// Asks the sentinels for the primary on every connection (behind a lock: redis-rs's
+    /// sentinel client remembers the last primary it found).
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        config: redis::AsyncConnectionConfig,
+    },
+    Cluster(ClusterClient),
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connector::Standalone(_) => "Connector::Standalone",
+            Connector::Sentinel { .. } => "Connector::Sentinel",
+            Connector::Cluster(_) => "Connector::Cluster",
+        })
+    }
+}
+
+/// The pool's manager: connections in the configured mode, pinged only after
+/// [`IDLE_BEFORE_PING`], and broken ones dropped.
 #[derive(Debug)]
-struct PingIdle(Manager);
+struct PingIdle(Connector);
 
 impl managed::Manager for PingIdle {
     type Type = Pooled;
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
+        let conn = match &self.0 {
+            Connector::Standalone(manager) => Conn::Single(manager.create().await?),
+            Connector::Sentinel { client, config } => Conn::Single(
+                client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(config)
+                    .await?,
+            ),
+            Connector::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        };
         Ok(Pooled {
-            conn: self.0.create().await?,
+            conn,
             broken: Arc::default(),
         })
     }
@@ -122,7 +160,8 @@ impl managed::Manager for PingIdle {
         if metrics.last_used() < IDLE_BEFORE_PING {
             return Ok(());
         }
-        self.0.recycle(&mut pooled.conn, metrics).await
+        let _: String = redis::cmd("PING").query_async(&mut pooled.conn).await?;
+        Ok(())
     }
 }
 
@@ -134,6 +173,9 @@ pub struct Store {
     pool: Pool,
     keys: keys::Keys,
     timeout: Duration,
+    mode: RedisMode,
+    /// `redis.min_replicas_ack` and its timeout: ingest writes wait for these replicas.
+    replicas_ack: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,36 +222,166 @@ fn with_tls_files(
     Ok(client.get_connection_info().clone())
 }
 
+/// The TLS files of `redis.tls_*`, for the sentinel and cluster clients.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<redis::TlsCertificates>, StoreError> {
+    if config.tls_ca_file.is_none() && config.tls_cert_file.is_none() {
+        return Ok(None);
+    }
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| StoreError::Config(format!("redis.{key}: {}: {e}", path.display())))
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("tls_cert_file", cert)?,
+            client_key: read("tls_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// Mode `sentinel`: a client that asks the sentinels of `redis.sentinel` for the primary.
+fn sentinel_client(
+    config: &RedisConfig,
+    tcp: redis::io::tcp::TcpSettings,
+) -> Result<SentinelClient, StoreError> {
+    let s = &config.sentinel;
+    let bad = |e: RedisError| StoreError::Config(format!("redis.sentinel: {e}"));
+    let mut sentinels = Vec::with_capacity(s.urls.len());
+    let mut sentinel_tls = false;
+    for url in &s.urls {
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| StoreError::Config(format!("redis.sentinel.urls: {url}: {e}")))?;
+        sentinel_tls |= matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        sentinels.push(info.addr().clone());
+    }
+    let mut builder =
+        SentinelClientBuilder::new(sentinels, &s.master_name, SentinelServerType::Master)
+            .map_err(bad)?
+            .set_client_to_redis_db(s.db)
+            .set_client_to_redis_tcp_settings(tcp.clone())
+            .set_client_to_sentinel_tcp_settings(tcp);
+    if let Some(user) = &config.username {
+        builder = builder.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &config.password {
+        builder = builder.set_client_to_redis_password(password.expose_secret());
+    }
+    if let Some(user) = &s.username {
+        builder = builder.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = &s.password {
+        builder = builder.set_client_to_sentinel_password(password.expose_secret());
+    }
+    let certificates = tls_certificates(config)?;
+    if s.tls {
+        builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+        if let Some(c) = &certificates {
+            builder = builder.set_client_to_redis_certificates(c.clone());
+        }
+    }
+    if sentinel_tls {
+        builder = builder.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+        if let Some(c) = certificates {
+            builder = builder.set_client_to_sentinel_certificates(c);
+        }
+    }
+    builder.build().map_err(bad)
+}
+
+/// Mode `cluster`: a client that discovers the slots from the seed nodes of `redis.cluster`.
+fn cluster_client(
+    config: &RedisConfig,
+    tcp: redis::io::tcp::TcpSettings,
+) -> Result<ClusterClient, StoreError> {
+    let mut seeds = Vec::with_capacity(config.cluster.urls.len());
+    for url in &config.cluster.urls {
+        seeds.push(
+            url.as_str()
+                .into_connection_info()
+                .map_err(|e| StoreError::Config(format!("redis.cluster.urls: {url}: {e}")))?,
+        );
+    }
+    let tls = config
+        .cluster
+        .urls
+        .iter()
+        .any(|u| u.starts_with("rediss://"));
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        .tcp_settings(tcp)
+        // A slot without an owner (a failover in progress) is retried a few times with backoff
+        // inside one operation; the operation's own bound (`redis.timeout`) still applies.
+        .retries(3)
+        .min_retry_wait(50)
+        .max_retry_wait(500);
+    if let Some(user) = &config.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &config.password {
+        builder = builder.password(password.expose_secret());
+    }
+    if tls {
+        builder = builder.tls(redis::TlsMode::Secure);
+        if let Some(c) = tls_certificates(config)? {
+            builder = builder.certs(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| StoreError::Config(format!("redis.cluster: {e}")))
+}
+
 impl Store {
     /// Builds the connection pool. No connection is made until the first operation, so a
     /// service starts (and reports not-ready) while Redis is down.
     pub fn connect(config: &RedisConfig) -> Result<Store, StoreError> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(user) = &config.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &config.password {
-            settings = settings.set_password(password.expose_secret());
-        }
-        // Pipelines are written in pieces: without TCP_NODELAY the tail of one waits for an ACK.
-        info = info
-            .set_redis_settings(settings)
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let info = with_tls_files(info, config)?;
         // redis-rs applies a 500 ms response timeout of its own unless told otherwise, which
         // would fail large pipelined reads long before `redis.timeout`; one bound governs all.
         let connection = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout));
-        let manager = Manager::new_with_config(info, connection)
-            .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
-        let manager = PingIdle(manager);
-        let pool = Pool::builder(manager)
+        // Pipelines are written in pieces: without TCP_NODELAY the tail of one waits for an ACK.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let connector = match config.mode {
+            RedisMode::Standalone => {
+                let mut info = config
+                    .url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?;
+                let mut settings = info.redis_settings().clone();
+                if let Some(user) = &config.username {
+                    settings = settings.set_username(user);
+                }
+                if let Some(password) = &config.password {
+                    settings = settings.set_password(password.expose_secret());
+                }
+                info = info.set_redis_settings(settings).set_tcp_settings(tcp);
+                let info = with_tls_files(info, config)?;
+                Connector::Standalone(
+                    Manager::new_with_config(info, connection)
+                        .map_err(|e| StoreError::Config(format!("redis.url: {e}")))?,
+                )
+            }
+            RedisMode::Sentinel => Connector::Sentinel {
+                client: tokio::sync::Mutex::new(sentinel_client(config, tcp)?),
+                config: connection,
+            },
+            RedisMode::Cluster => Connector::Cluster(cluster_client(config, tcp)?),
+        };
+        let pool = Pool::builder(PingIdle(connector))
             .max_size(config.pool_size)
             .wait_timeout(Some(config.timeout))
             .create_timeout(Some(config.timeout))
@@ -219,18 +391,25 @@ impl Store {
             .map_err(|e| StoreError::Config(format!("redis pool: {e}")))?;
         Ok(Store {
             pool,
-            keys: keys::Keys::new(&config.key_prefix),
+            keys: keys::Keys::new(&config.key_prefix, config.mode == RedisMode::Cluster),
             timeout: config.timeout,
+            mode: config.mode,
+            replicas_ack: (config.min_replicas_ack > 0)
+                .then_some((config.min_replicas_ack, config.min_replicas_ack_timeout)),
         })
+    }
+
+    /// How this store reaches Redis.
+    pub fn mode(&self) -> RedisMode {
+        self.mode
     }
 
     /// The span baselines' store: the same operations on the span key space (`span:` behind
     /// the prefix), sharing this store's connections. On a span store it is itself.
     pub fn spans(&self) -> Store {
         Store {
-            pool: self.pool.clone(),
             keys: self.keys.spans(),
-            timeout: self.timeout,
+            ..self.clone()
         }
     }
 
@@ -253,7 +432,7 @@ impl Store {
     /// [`Store::run_holding`].
     pub(crate) async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
+        F: AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     {
         self.run_holding(op, Hold::Shared, f).await
     }
@@ -272,7 +451,7 @@ impl Store {
         f: F,
     ) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, StoreError>,
+        F: AsyncFnOnce(&mut Conn) -> Result<T, StoreError>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let timed_out = || StoreError::Timeout {

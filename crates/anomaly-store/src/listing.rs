@@ -494,25 +494,64 @@ impl Store {
             });
         };
         let next = (members.len() == count).then(|| EndpointCursor(last.clone()));
-        let mut inv = PRUNE.prepare_invoke();
-        inv.key(&index);
-        for m in &members {
-            // A member that does not decode has no windows: it is removed.
-            let windows: Vec<String> = endpoint_key(m)
+        // A member that does not decode has no windows: it is removed.
+        let windows: Vec<Vec<String>> = members
+            .iter()
+            .map(|m| {
+                endpoint_key(m)
+                    .iter()
+                    .flat_map(|key| buckets(key, &DAY_TYPES))
+                    .map(|b| self.keys.dur(&b.encode()))
+                    .collect()
+            })
+            .collect();
+        let removed: u64 = if self.keys.is_cluster() {
+            // The windows are in other slots than the listing: check, then remove. An endpoint
+            // whose first window appears in between leaves the listing until its next
+            // recompute lists it again (see `index_endpoints`).
+            let names: Vec<&String> = windows.iter().flatten().collect();
+            let exists: Vec<bool> = self
+                .run_holding("prune_endpoints_check", Hold::Exclusive, async |conn| {
+                    let mut pipe = redis::pipe();
+                    for name in &names {
+                        pipe.cmd("EXISTS").arg(*name);
+                    }
+                    Ok(pipe.query_async(conn).await?)
+                })
+                .await?;
+            let mut alive = exists.into_iter();
+            let gone: Vec<&String> = members
                 .iter()
-                .flat_map(|key| buckets(key, &DAY_TYPES))
-                .map(|b| self.keys.dur(&b.encode()))
+                .zip(&windows)
+                .filter(|(_, w)| !alive.by_ref().take(w.len()).fold(false, |a, e| a | e))
+                .map(|(m, _)| m)
                 .collect();
-            inv.arg(m).arg(windows.len());
-            for name in windows {
-                inv.key(name);
+            if gone.is_empty() {
+                0
+            } else {
+                self.run("prune_endpoints", async |conn| {
+                    Ok(redis::cmd("ZREM")
+                        .arg(&index)
+                        .arg(&gone)
+                        .query_async(conn)
+                        .await?)
+                })
+                .await?
             }
-        }
-        let removed: u64 = self
-            .run("prune_endpoints", async |conn| {
+        } else {
+            let mut inv = PRUNE.prepare_invoke();
+            inv.key(&index);
+            for (m, names) in members.iter().zip(&windows) {
+                inv.arg(m).arg(names.len());
+                for name in names {
+                    inv.key(name);
+                }
+            }
+            self.run("prune_endpoints", async |conn| {
                 Ok(inv.invoke_async(conn).await?)
             })
-            .await?;
+            .await?
+        };
         Ok(PruneStep { removed, next })
     }
 }

@@ -71,31 +71,40 @@ return n
 static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS[1] inflight; KEYS[1+i] base:{B_i}.
--- ARGV[1] retention ms; per key i, 8 values from ARGV[2+8(i-1)]:
---   body, version read ('' = none), p50, p95, mad, sampleCount ('0' = empty window), updatedAt,
---   q (the quantiles).
+-- KEYS[1] inflight (or, with ARGV[2] = '0', any key of the batch's slot: the caller releases
+-- the keys itself); KEYS[1+i] base:{B_i}.
+-- ARGV[1] retention ms, ARGV[2] '1' to release each key from KEYS[1]; per key i, 8 values from
+--   ARGV[3+8(i-1)]: body, version read ('' = none), p50, p95, mad, sampleCount ('0' = empty
+--   window), updatedAt, q (the quantiles).
+-- A baseline written keeps the version it was computed from as `cv`, so that a sweep can tell
+-- a window whose samples were never recomputed (`v` ahead of `cv`).
 local retention = tonumber(ARGV[1])
+local release = ARGV[2] == '1'
 local written, stale, cleared = 0, 0, 0
 for i = 1, #KEYS - 1 do
   local base = KEYS[1 + i]
-  local a = 2 + 8 * (i - 1)
+  local a = 3 + 8 * (i - 1)
   local current = redis.call('HGET', base, 'v')
   if not current then current = '' end
   if current ~= ARGV[a + 1] then
     stale = stale + 1
   elseif ARGV[a + 5] == '0' then
     redis.call('HDEL', base, 'p50', 'p95', 'mad', 'sampleCount', 'updatedAt', 'q')
+    if current ~= '' then
+      redis.call('HSET', base, 'cv', current)
+    end
     cleared = cleared + 1
   else
     redis.call('HSET', base, 'p50', ARGV[a + 2], 'p95', ARGV[a + 3], 'mad', ARGV[a + 4],
-      'sampleCount', ARGV[a + 5], 'updatedAt', ARGV[a + 6], 'q', ARGV[a + 7])
+      'sampleCount', ARGV[a + 5], 'updatedAt', ARGV[a + 6], 'q', ARGV[a + 7], 'cv', current)
     if retention > 0 then
       redis.call('PEXPIRE', base, retention)
     end
     written = written + 1
   end
-  redis.call('SREM', KEYS[1], ARGV[a])
+  if release then
+    redis.call('SREM', KEYS[1], ARGV[a])
+  end
 end
 return {written, stale, cleared}
 ",
@@ -287,41 +296,93 @@ impl Store {
         if items.is_empty() {
             return Ok(CommitOutcome::default());
         }
-        let mut inv = COMMIT.prepare_invoke();
-        inv.key(self.keys.inflight(worker))
-            .arg(retention.as_millis() as u64);
-        for item in items {
-            let body = item.key.encode();
-            inv.key(self.keys.base(&body));
-            inv.arg(body).arg(item.version.as_deref().unwrap_or(""));
-            match &item.baseline {
-                Some(b) => {
-                    inv.arg(b.p50.to_string())
-                        .arg(b.p95.to_string())
-                        .arg(b.mad.to_string())
-                        .arg(b.sample_count)
-                        .arg(b.updated_at)
-                        .arg(
-                            item.quantiles
-                                .as_ref()
-                                .map_or_else(String::new, Quantiles::encode),
-                        );
-                }
-                None => {
-                    inv.arg("0").arg("0").arg("0").arg(0).arg(0).arg("");
+        let retention_ms = retention.as_millis() as u64;
+        let prepare = |first_key: String, release: bool, items: &[&Recomputed]| {
+            let mut inv = COMMIT.prepare_invoke();
+            inv.key(first_key)
+                .arg(retention_ms)
+                .arg(if release { "1" } else { "0" });
+            for item in items {
+                let body = item.key.encode();
+                inv.key(self.keys.base(&body));
+                inv.arg(body).arg(item.version.as_deref().unwrap_or(""));
+                match &item.baseline {
+                    Some(b) => {
+                        inv.arg(b.p50.to_string())
+                            .arg(b.p95.to_string())
+                            .arg(b.mad.to_string())
+                            .arg(b.sample_count)
+                            .arg(b.updated_at)
+                            .arg(
+                                item.quantiles
+                                    .as_ref()
+                                    .map_or_else(String::new, Quantiles::encode),
+                            );
+                    }
+                    None => {
+                        inv.arg("0").arg("0").arg("0").arg(0).arg(0).arg("");
+                    }
                 }
             }
+            inv
+        };
+        if !self.keys.is_cluster() {
+            // One script: the writes and the release from the in-flight set together.
+            let all: Vec<&Recomputed> = items.iter().collect();
+            let inv = prepare(self.keys.inflight(worker), true, &all);
+            let (written, stale, cleared): (u64, u64, u64) = self
+                .run("commit_baselines", async |conn| {
+                    Ok(inv.invoke_async(conn).await?)
+                })
+                .await?;
+            return Ok(CommitOutcome {
+                written,
+                stale,
+                cleared,
+            });
         }
-        let (written, stale, cleared): (u64, u64, u64) = self
+        // A cluster: one script per slot, then the release in the coordination slot. A crash in
+        // between leaves keys in flight, which are handed back and recomputed again: work
+        // repeated, nothing lost, and no baseline older than the one written.
+        let mut by_slot: std::collections::HashMap<u16, Vec<&Recomputed>> = Default::default();
+        for item in items {
+            let base = self.keys.base(&item.key.encode());
+            by_slot
+                .entry(crate::conn::slot_of(base.as_bytes()))
+                .or_default()
+                .push(item);
+        }
+        let invocations: Vec<_> = by_slot
+            .values()
+            .map(|group| prepare(self.keys.base(&group[0].key.encode()), false, group))
+            .collect();
+        let outcomes: Vec<(u64, u64, u64)> = self
             .run("commit_baselines", async |conn| {
-                Ok(inv.invoke_async(conn).await?)
+                let calls = invocations.iter().map(|inv| {
+                    let mut conn = conn.clone();
+                    async move { inv.invoke_async::<(u64, u64, u64)>(&mut conn).await }
+                });
+                Ok(futures::future::try_join_all(calls).await?)
             })
             .await?;
-        Ok(CommitOutcome {
-            written,
-            stale,
-            cleared,
+        let bodies: Vec<String> = items.iter().map(|i| i.key.encode()).collect();
+        let inflight = self.keys.inflight(worker);
+        self.run("commit_release", async |conn| {
+            let _: i64 = redis::cmd("SREM")
+                .arg(&inflight)
+                .arg(&bodies)
+                .query_async(conn)
+                .await?;
+            Ok(())
         })
+        .await?;
+        Ok(outcomes
+            .into_iter()
+            .fold(CommitOutcome::default(), |sum, (w, s, c)| CommitOutcome {
+                written: sum.written + w,
+                stale: sum.stale + s,
+                cleared: sum.cleared + c,
+            }))
     }
 
     /// Takes the right to compute the fallback levels of each key's endpoint for `period`
@@ -611,6 +672,48 @@ impl Store {
             Ok(removed)
         })
         .await
+    }
+
+    /// Marks dirty the keys whose window took samples that no baseline was computed from
+    /// (field `v` of `base:{B}` ahead of `cv`), for the sweep of `keyIndex`; returns how many.
+    ///
+    /// On a Redis Cluster an ingest stores a sample and marks its key dirty in two steps (see
+    /// `ingest`); a crash in between leaves such a key, and this repairs it. Elsewhere the two
+    /// are one script and this does nothing.
+    pub async fn repair_dirty(&self, keys: &[BaselineKey]) -> Result<u64, StoreError> {
+        if keys.is_empty() || !self.keys.is_cluster() {
+            return Ok(0);
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.keys.base(&k.encode())).collect();
+        let versions: Vec<(Option<String>, Option<String>)> = self
+            .run_holding("repair_dirty_check", Hold::Exclusive, async |conn| {
+                let mut pipe = redis::pipe();
+                for name in &names {
+                    pipe.cmd("HMGET").arg(name).arg("v").arg("cv");
+                }
+                Ok(pipe.query_async(conn).await?)
+            })
+            .await?;
+        let behind: Vec<String> = keys
+            .iter()
+            .zip(versions)
+            .filter(|(_, (v, cv))| v.is_some() && v != cv)
+            .map(|(k, _)| k.encode())
+            .collect();
+        if behind.is_empty() {
+            return Ok(0);
+        }
+        let dirty = self.keys.dirty();
+        self.run("repair_dirty", async |conn| {
+            let _: i64 = redis::cmd("SADD")
+                .arg(&dirty)
+                .arg(&behind)
+                .query_async(conn)
+                .await?;
+            Ok(())
+        })
+        .await?;
+        Ok(behind.len() as u64)
     }
 
     /// Number of keys with a window (SCARD `keyIndex`).

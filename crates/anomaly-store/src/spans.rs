@@ -15,7 +15,9 @@ use std::time::Duration;
 use anomaly_core::{BaselineKey, DurationMs, TraceId};
 use deadpool_redis::redis::Script;
 
-use crate::ingest::{IngestOutcome, ItemOutcome, SKIP_WINDOW, to_micros};
+use crate::ingest::{
+    Caps, IngestOutcome, ItemOutcome, Keep, SKIP_WINDOW, Sample, sample_value, to_micros,
+};
 use crate::{Store, StoreError};
 
 /// Spans per script call (as `ingest::CHUNK` for traces).
@@ -64,6 +66,35 @@ impl Store {
         let keys = self.keys.spans();
         let ttl_ms = settings.dedup_ttl.as_millis().max(1) as u64;
         let retention_ms = settings.retention.as_millis() as u64;
+        if keys.is_cluster() {
+            let samples = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let body = item.key.encode();
+                    Sample {
+                        seen: keys.seen_in(&item.trace_id, &body),
+                        value: sample_value(item.duration, skip_window.get(i).copied()),
+                        span: Some(format!("{:016x}", item.span_id)),
+                        service: Some(body.split('|').next().unwrap_or_default().to_owned()),
+                        body,
+                    }
+                })
+                .collect();
+            let caps = Caps {
+                keys: 0,
+                per_service: settings.max_keys_per_service,
+            };
+            let keep = Keep {
+                ttl_ms,
+                window_size: settings.window_size,
+                retention_ms,
+            };
+            return self
+                .spans()
+                .ingest_sharded("ingest_spans", samples, keep, caps)
+                .await;
+        }
         let invocations: Vec<_> = items
             .chunks(CHUNK)
             .enumerate()

@@ -75,7 +75,7 @@ pub struct ItemErrorBody {
         (status = 401, description = "UNAUTHORIZED: a bearer token is configured and missing or wrong", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE (body over limits.max_body_bytes) or BATCH_TOO_LARGE (more than max_batch_items traces)", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE: send Content-Type: application/json", body = ErrorBody),
-        (status = 503, description = "REDIS_UNAVAILABLE (nothing was acknowledged; retry the batch), OVERLOADED or TIMEOUT", body = ErrorBody),
+        (status = 503, description = "REDIS_UNAVAILABLE (nothing was acknowledged; retry the batch), NOT_REPLICATED (stored on the primary, not confirmed by `redis.min_replicas_ack` replicas in time; retry the batch), OVERLOADED or TIMEOUT", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
     tag = "ingest"

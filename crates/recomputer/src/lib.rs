@@ -171,6 +171,8 @@ pub struct Pruned {
     pub keys: u64,
     /// Endpoints none of whose 48 windows exists, from `keyEndpoints` (the key listing).
     pub endpoints: u64,
+    /// Keys marked dirty again because samples were stored without it (Redis Cluster only).
+    pub repaired: u64,
 }
 
 /// Recomputes baselines; cheap to clone.
@@ -401,6 +403,7 @@ impl Recomputer {
             let p = space.prune_space().await?;
             pruned.keys += p.keys;
             pruned.endpoints += p.endpoints;
+            pruned.repaired += p.repaired;
         }
         Ok(pruned)
     }
@@ -410,6 +413,9 @@ impl Recomputer {
         let mut pruned = Pruned::default();
         loop {
             let (next, keys) = self.store.scan_keys(cursor, 1000).await?;
+            // On a Redis Cluster, also the keys whose samples were stored but never marked
+            // dirty (an ingest cut between its steps; see anomaly-store's `ingest`).
+            pruned.repaired += self.store.repair_dirty(&keys).await?;
             pruned.keys += self.store.prune_index(&keys).await?;
             cursor = next;
             if cursor == 0 {
@@ -548,7 +554,9 @@ async fn schedule(
                 Ok(p) if p != Pruned::default() => tracing::info!(
                     keys = p.keys,
                     endpoints = p.endpoints,
-                    "pruned expired keys and endpoints from the key index and the listing"
+                    repaired = p.repaired,
+                    "pruned expired keys and endpoints from the key index and the listing, and \
+                     marked dirty again keys whose samples were not"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning the key index failed"),

@@ -1,31 +1,55 @@
-//! Test support: a real `redis-server` and isolated key prefixes.
+//! Test support: real Redis deployments and isolated key prefixes.
 //!
-//! [`shared_redis_url`] starts one `redis-server` per test process on a free loopback port (or
-//! uses `REDIS_URL` when it is set); [`unique_prefix`] gives every test its own key namespace so
-//! tests sharing a server never see each other's keys; [`redis_config`] puts the two together
-//! into the `redis:` settings of one test. [`RedisServer::start`] gives a test its own server
-//! that it may stop and restart (outage tests).
+//! [`shared_redis_url`] gives every test in the process one shared Redis (or `REDIS_URL` when it
+//! is set); [`unique_prefix`] gives every test its own key namespace so tests sharing a server
+//! never see each other's keys; [`redis_config`] puts the two together into the `redis:`
+//! settings of one test. [`RedisServer::start`] gives a test its own server that it may stop and
+//! restart (outage tests); [`RedisCluster`] and [`RedisSentinels`] give it a whole Redis Cluster
+//! or Sentinel deployment whose nodes it may kill.
+//!
+//! `ANOMALY_TEST_REDIS_MODE` (`standalone`, the default, `cluster` or `sentinel`) picks what
+//! the shared Redis is, so the same test suites run against each mode: see
+//! [`shared_redis_url`] and [`redis_config`]. Tests that send raw commands
+//! ([`raw_command`]) to the shared URL reach one node: in cluster mode that node answers MOVED
+//! for keys of slots it does not own, so send those through
+//! [`RedisCluster::cluster_command`] of [`shared_cluster`].
 //!
 //! Each server runs under a small `sh` wrapper that reads its standard input from the test
 //! process: when the test process exits for any reason, even SIGKILL, the pipe closes and the
 //! wrapper stops the server, so no `redis-server` outlives the tests.
 //!
-//! When `redis-server` is not installed the tests fail, saying how to install it. They never
-//! skip: a test that did not run checked nothing.
+//! When `redis-server` (or, for clusters, `redis-cli`) is not installed the tests fail, saying
+//! how to install it. They never skip: a test that did not run checked nothing.
+
+mod cluster;
+mod process;
+mod sentinel;
+
+pub use cluster::{NODE_TIMEOUT_MS, RedisCluster, Reshard};
+pub use sentinel::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, RedisSentinels};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anomaly_store::RedisConfig;
+use anomaly_store::{RedisConfig, RedisMode};
+
+use crate::process::Supervised;
 
 const INSTALL_HINT: &str = "redis-server is required by the tests and was not found on PATH. \
      Install it (Debian/Ubuntu: `sudo apt-get install -y redis-server`; macOS: `brew install redis`) \
      or point REDIS_URL at a running Redis you can spare.";
+
+const CLI_INSTALL_HINT: &str = "redis-cli is required by the Redis Cluster tests and was not \
+     found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install -y redis-tools`; macOS: \
+     `brew install redis`).";
+
+/// The environment variable that picks what the shared Redis is (see [`test_redis_mode`]).
+pub const MODE_VAR: &str = "ANOMALY_TEST_REDIS_MODE";
 
 /// A `redis-server` owned by the test process.
 #[derive(Debug)]
@@ -34,7 +58,7 @@ pub struct RedisServer {
     persistent: bool,
     extra_args: Vec<String>,
     dir: tempfile::TempDir,
-    running: Option<(Child, ChildStdin)>,
+    running: Option<Supervised>,
 }
 
 impl RedisServer {
@@ -93,9 +117,8 @@ impl RedisServer {
 
     /// Stops the server (as a crash would look to clients: connections drop).
     pub fn stop(&mut self) {
-        if let Some((mut child, stdin)) = self.running.take() {
-            drop(stdin);
-            let _ = child.wait();
+        if let Some(mut process) = self.running.take() {
+            process.stop();
         }
         // The wrapper waits for redis-server; make sure the port is really free.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -132,39 +155,16 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         ensure_installed();
         let dir = self.dir.path();
-        let script =
-            r#"redis-server "$@" & pid=$!; read _ignored; kill "$pid" 2>/dev/null; wait "$pid""#;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("redis-wrapper")
-            .args(server_args(self.port, dir, self.persistent))
-            .args(&self.extra_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn sh: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no stdin pipe")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(reply) = raw_command(self.addr(), &["PING"])
-                && reply == "PONG"
-            {
-                self.running = Some((child, stdin));
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-                return Err(format!("redis-server exited with {status}: {log}"));
-            }
-            if Instant::now() > deadline {
-                drop(stdin);
-                let _ = child.kill();
-                return Err("redis-server did not answer PING within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // An empty config file: its path is how the start check tells this server from any
+        // other that might hold the port.
+        let conf = dir.join("redis.conf");
+        if !conf.exists() {
+            std::fs::write(&conf, "").map_err(|e| format!("write {}: {e}", conf.display()))?;
         }
+        let mut args = server_args(self.port, dir, self.persistent);
+        args.extend(self.extra_args.iter().cloned());
+        self.running = Some(Supervised::start(&conf, &args, self.addr(), "redis.log")?);
+        Ok(())
     }
 }
 
@@ -200,15 +200,25 @@ fn server_args(port: u16, dir: &Path, persistent: bool) -> Vec<String> {
 }
 
 fn ensure_installed() {
-    if let Err(hint) = check_installed(None) {
+    if let Err(hint) = check_installed("redis-server", INSTALL_HINT, None) {
         panic!("{hint}");
     }
 }
 
-/// Whether `redis-server` runs (with `PATH` replaced by `path` when given); the error is the
-/// message a developer sees.
-fn check_installed(path: Option<&str>) -> Result<(), &'static str> {
-    let mut cmd = Command::new("redis-server");
+fn ensure_cli_installed() {
+    if let Err(hint) = check_installed("redis-cli", CLI_INSTALL_HINT, None) {
+        panic!("{hint}");
+    }
+}
+
+/// Whether `program --version` runs (with `PATH` replaced by `path` when given); the error is
+/// `hint`, the message a developer sees.
+fn check_installed(
+    program: &str,
+    hint: &'static str,
+    path: Option<&str>,
+) -> Result<(), &'static str> {
+    let mut cmd = Command::new(program);
     if let Some(path) = path {
         cmd.env("PATH", path);
     }
@@ -218,7 +228,7 @@ fn check_installed(path: Option<&str>) -> Result<(), &'static str> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if found { Ok(()) } else { Err(INSTALL_HINT) }
+    if found { Ok(()) } else { Err(hint) }
 }
 
 /// A loopback port nobody listens on right now.
@@ -227,9 +237,40 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// The URL of a Redis every test in this process may share: `REDIS_URL` when set, else a
-/// server started on first use.
+/// What the shared Redis is, from `ANOMALY_TEST_REDIS_MODE`: `standalone` (the default, also
+/// when the variable is empty), `cluster` or `sentinel`. Panics on any other value, so a typo
+/// never runs the suite in a mode nobody asked for.
+pub fn test_redis_mode() -> RedisMode {
+    parse_mode(std::env::var(MODE_VAR).ok().as_deref()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn parse_mode(value: Option<&str>) -> Result<RedisMode, String> {
+    match value.map(str::trim) {
+        None | Some("" | "standalone") => Ok(RedisMode::Standalone),
+        Some("cluster") => Ok(RedisMode::Cluster),
+        Some("sentinel") => Ok(RedisMode::Sentinel),
+        Some(other) => Err(format!(
+            "{MODE_VAR}={other:?}: expected standalone, cluster or sentinel"
+        )),
+    }
+}
+
+/// The URL of a Redis every test in this process may share, by [`test_redis_mode`]:
+/// - `standalone`: `REDIS_URL` when set, else a `redis-server` started on first use;
+/// - `cluster`: the first seed URL of [`shared_cluster`] (`REDIS_URL` is not used);
+/// - `sentinel`: the primary's URL of [`shared_sentinels`] as it was started (`REDIS_URL` is
+///   not used).
+///
+/// Pass it to [`redis_config`], which turns it into the settings of the mode.
 pub fn shared_redis_url() -> String {
+    match test_redis_mode() {
+        RedisMode::Standalone => shared_standalone_url(),
+        RedisMode::Cluster => shared_cluster().seed_urls()[0].clone(),
+        RedisMode::Sentinel => shared_sentinels_and_url().1.clone(),
+    }
+}
+
+fn shared_standalone_url() -> String {
     static SHARED: OnceLock<(String, Option<RedisServer>)> = OnceLock::new();
     SHARED
         .get_or_init(|| match std::env::var("REDIS_URL") {
@@ -241,6 +282,29 @@ pub fn shared_redis_url() -> String {
         })
         .0
         .clone()
+}
+
+static SHARED_CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+static SHARED_SENTINELS: OnceLock<(RedisSentinels, String)> = OnceLock::new();
+
+/// The Redis Cluster every test in this process may share, started on first use whatever the
+/// mode. Do not kill its nodes: start a [`RedisCluster`] of your own for that.
+pub fn shared_cluster() -> &'static RedisCluster {
+    SHARED_CLUSTER.get_or_init(RedisCluster::start)
+}
+
+/// The Sentinel deployment every test in this process may share, started on first use
+/// whatever the mode. Do not kill its nodes: start a [`RedisSentinels`] of your own for that.
+pub fn shared_sentinels() -> &'static RedisSentinels {
+    &shared_sentinels_and_url().0
+}
+
+fn shared_sentinels_and_url() -> &'static (RedisSentinels, String) {
+    SHARED_SENTINELS.get_or_init(|| {
+        let sentinels = RedisSentinels::start();
+        let url = sentinels.master_url();
+        (sentinels, url)
+    })
 }
 
 /// A key prefix no other test (in this process or another) uses.
@@ -256,12 +320,28 @@ pub fn unique_prefix(test: &str) -> String {
 
 /// The `redis:` settings of one test: Redis at `url` (usually [`shared_redis_url`], or a
 /// [`RedisServer`] of the test's own), a key prefix no other test uses, the rest defaults.
+/// When `url` is the shared URL of [`shared_cluster`] or [`shared_sentinels`], the settings are
+/// those of that mode: `redis.cluster.urls` with every node, or `redis.sentinel` with the
+/// master name and every sentinel. Any other URL gives standalone settings.
 pub fn redis_config(url: &str, test: &str) -> RedisConfig {
-    RedisConfig {
+    let mut config = RedisConfig {
         url: url.to_owned(),
         key_prefix: unique_prefix(test),
         ..RedisConfig::default()
+    };
+    if let Some(cluster) = SHARED_CLUSTER.get()
+        && cluster.seed_urls().first().map(String::as_str) == Some(url)
+    {
+        config.mode = RedisMode::Cluster;
+        config.cluster.urls = cluster.seed_urls();
+    } else if let Some((sentinels, shared_url)) = SHARED_SENTINELS.get()
+        && shared_url == url
+    {
+        config.mode = RedisMode::Sentinel;
+        config.sentinel.master_name = sentinels.master_name().to_owned();
+        config.sentinel.urls = sentinels.sentinel_urls();
     }
+    config
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
@@ -283,17 +363,51 @@ where
 }
 
 /// Sends one command in RESP and returns the reply flattened to text (bulk strings and simple
-/// strings as-is, integers in decimal, arrays joined by newlines).
+/// strings as-is, integers in decimal, arrays joined by newlines). An error reply is an error
+/// whose text is the reply's (`MOVED 3999 127.0.0.1:6381`).
+///
+/// It reaches the one server at `addr`: in a cluster, only keys of slots that node owns (see
+/// [`RedisCluster::cluster_command`]).
 pub fn raw_command(addr: SocketAddr, args: &[&str]) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    let mut stream = connect(addr)?;
+    write_command(&mut stream, args)?;
+    read_reply(&mut std::io::BufReader::new(stream))
+}
+
+/// Sends several commands on one connection and returns their replies, as [`raw_command`]
+/// does; the first error reply is the error. For commands that depend on their connection: a
+/// write and the `WAIT` for it (`WAIT` counts only its own connection's writes, so on a
+/// connection of its own it returns at once), `ASKING` and the command it allows, `READONLY`
+/// and a read from a cluster replica.
+pub fn raw_commands(addr: SocketAddr, commands: &[&[&str]]) -> std::io::Result<Vec<String>> {
+    let mut stream = connect(addr)?;
+    for args in commands {
+        write_command(&mut stream, args)?;
+    }
+    let mut reader = std::io::BufReader::new(stream);
+    commands.iter().map(|_| read_reply(&mut reader)).collect()
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
+fn write_command(stream: &mut TcpStream, args: &[&str]) -> std::io::Result<()> {
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
-    stream.write_all(req.as_bytes())?;
-    let mut reader = std::io::BufReader::new(stream);
-    read_reply(&mut reader)
+    stream.write_all(req.as_bytes())
+}
+
+/// The value of `field` in an `INFO` or `CLUSTER INFO` reply (`field:value` lines).
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        (key == field).then(|| value.trim_end())
+    })
 }
 
 fn read_line(r: &mut impl std::io::BufRead) -> std::io::Result<String> {
@@ -343,9 +457,41 @@ mod tests {
 
     #[test]
     fn a_missing_redis_server_fails_with_an_install_hint() {
-        let hint = check_installed(Some("/nonexistent")).unwrap_err();
+        let hint = check_installed("redis-server", INSTALL_HINT, Some("/nonexistent")).unwrap_err();
         assert!(hint.contains("apt-get install -y redis-server"), "{hint}");
-        check_installed(None).expect("redis-server is installed on this machine");
+        check_installed("redis-server", INSTALL_HINT, None)
+            .expect("redis-server is installed on this machine");
+        let hint =
+            check_installed("redis-cli", CLI_INSTALL_HINT, Some("/nonexistent")).unwrap_err();
+        assert!(hint.contains("apt-get install -y redis-tools"), "{hint}");
+        check_installed("redis-cli", CLI_INSTALL_HINT, None)
+            .expect("redis-cli is installed on this machine");
+    }
+
+    #[test]
+    fn modes_parse_and_typos_are_refused() {
+        let cases = [
+            (None, Some(RedisMode::Standalone)),
+            (Some(""), Some(RedisMode::Standalone)),
+            (Some("standalone"), Some(RedisMode::Standalone)),
+            (Some("cluster"), Some(RedisMode::Cluster)),
+            (Some(" sentinel "), Some(RedisMode::Sentinel)),
+            (Some("Cluster"), None),
+            (Some("clustre"), None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_mode(value).ok(), want, "{value:?}");
+        }
+        let err = parse_mode(Some("clustre")).unwrap_err();
+        assert!(err.contains(MODE_VAR) && err.contains("clustre"), "{err}");
+    }
+
+    #[test]
+    fn info_fields_are_found_by_whole_name() {
+        let info = "# Replication\r\nrole:slave\r\nmaster_port:6380\r\nmaster_link_status:up\r\n";
+        assert_eq!(info_field(info, "role"), Some("slave"));
+        assert_eq!(info_field(info, "master_link_status"), Some("up"));
+        assert_eq!(info_field(info, "master"), None);
     }
 
     #[test]

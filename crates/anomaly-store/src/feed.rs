@@ -797,13 +797,29 @@ mod tests {
     }
 
     fn store_on(url: &str) -> Store {
-        Store::connect(&RedisConfig {
+        // The shared Redis in the mode the test run asks for (anomaly-testkit's `redis_config`
+        // builds another crate instance's config type, so it is spelled out here).
+        let shared = url == anomaly_testkit::shared_redis_url();
+        let mut config = RedisConfig {
             url: url.to_owned(),
             key_prefix: anomaly_testkit::unique_prefix("feed"),
             timeout: Duration::from_secs(5),
             ..RedisConfig::default()
-        })
-        .unwrap()
+        };
+        match std::env::var(anomaly_testkit::MODE_VAR).as_deref() {
+            Ok("cluster") if shared => {
+                config.mode = crate::RedisMode::Cluster;
+                config.cluster.urls = anomaly_testkit::shared_cluster().seed_urls();
+            }
+            Ok("sentinel") if shared => {
+                let sentinels = anomaly_testkit::shared_sentinels();
+                config.mode = crate::RedisMode::Sentinel;
+                config.sentinel.master_name = sentinels.master_name().to_owned();
+                config.sentinel.urls = sentinels.sentinel_urls();
+            }
+            _ => {}
+        }
+        Store::connect(&config).unwrap()
     }
 
     fn settings() -> FeedSettings {

@@ -13,7 +13,10 @@
 //! `keys`):
 //! 1. `admit.lua`, in the coordination slot: the cardinality caps, and each key into
 //!    `keyIndex` (and its service's set, for spans), before any sample of it is stored;
-//! 2. `ingest_window.lua`, once per slot (in chunks, concurrently): dedup, push, trim, `v`;
+//!    then, for traces, `SET seen:{traceID} B NX GET` in the trace's slot: a trace already
+//!    marked with another key is a duplicate (dedup stays by trace ID, whatever the key);
+//! 2. `ingest_window.lua`, once per slot (in chunks, concurrently): dedup by the window's own
+//!    marker, push, trim, `v`;
 //! 3. `SADD dirtyKeys` of the keys that took a sample (or answered duplicate, so that a retry
 //!    after a failed step 3 marks them again).
 //!
@@ -182,6 +185,7 @@ impl Store {
                     let body = item.key.encode();
                     Sample {
                         seen: self.keys.seen_in(&item.trace_id, &body),
+                        trace_seen: Some(self.keys.seen(&item.trace_id)),
                         value: sample_value(item.duration, skip_window.get(i).copied()),
                         span: None,
                         service: None,
@@ -306,7 +310,55 @@ impl Store {
         keep: Keep,
         caps: Caps,
     ) -> Result<(IngestOutcome, Vec<ItemOutcome>), StoreError> {
-        // Step 1: the caps and keyIndex, once per distinct key of the batch.
+        // A trace already stored under another key is a duplicate, as it is in one script
+        // elsewhere, and takes no part in the caps: who owns each trace so far (a GET of its own
+        // marker, which holds the key it was stored under).
+        let traces: Vec<usize> = (0..samples.len())
+            .filter(|&i| samples[i].trace_seen.is_some())
+            .collect();
+        let mut owner_before: Vec<Option<String>> = vec![None; samples.len()];
+        if !traces.is_empty() {
+            let owners: Vec<Option<String>> = self
+                .run("ingest_trace_owners", async |conn| {
+                    let mut pipe = redis::pipe();
+                    for &i in &traces {
+                        pipe.cmd("GET").arg(samples[i].trace_seen.as_deref());
+                    }
+                    Ok(pipe.query_async(conn).await?)
+                })
+                .await?;
+            for (&i, owner) in traces.iter().zip(owners) {
+                owner_before[i] = owner;
+            }
+        }
+        let mut elsewhere: Vec<bool> = samples
+            .iter()
+            .zip(&owner_before)
+            .map(|(s, owner)| owner.as_ref().is_some_and(|b| *b != s.body))
+            .collect();
+        // Within the batch, a trace's first sample names its key: a later sample of it under
+        // another key follows the first (a duplicate if the first is stored, refused with it if
+        // the cap refuses the first), so that no key is admitted for a sample that cannot be
+        // stored.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut follows: Vec<Option<usize>> = vec![None; samples.len()];
+        for (i, sample) in samples.iter().enumerate() {
+            let Some(trace) = sample.trace_seen.as_deref() else {
+                continue;
+            };
+            if elsewhere[i] {
+                continue;
+            }
+            match first.get(trace) {
+                None => {
+                    first.insert(trace, i);
+                }
+                Some(&f) if samples[f].body != sample.body => follows[i] = Some(f),
+                Some(_) => {}
+            }
+        }
+
+        // Step 1: the caps and keyIndex, once per distinct key of the batch's other samples.
         let mut distinct: HashMap<&str, usize> = HashMap::new();
         let mut admit = ADMIT.prepare_invoke();
         admit
@@ -314,7 +366,10 @@ impl Store {
             .arg(caps.keys)
             .arg(caps.per_service);
         let mut service_sets: HashMap<&str, usize> = HashMap::new();
-        for sample in &samples {
+        for (i, sample) in samples.iter().enumerate() {
+            if elsewhere[i] || follows[i].is_some() {
+                continue;
+            }
             if distinct.contains_key(sample.body.as_str()) {
                 continue;
             }
@@ -332,19 +387,113 @@ impl Store {
             };
             admit.arg(&sample.body).arg(set);
         }
-        let admitted: String = self
-            .run("ingest_admit", async |conn| {
+        let admitted: String = if distinct.is_empty() {
+            String::new()
+        } else {
+            self.run("ingest_admit", async |conn| {
                 Ok(admit.invoke_async(conn).await?)
             })
-            .await?;
+            .await?
+        };
         let admitted = admitted.as_bytes();
-        let is_admitted =
-            |sample: &Sample| admitted.get(distinct[sample.body.as_str()]) == Some(&b'y');
+        let is_admitted = |sample: &Sample| {
+            distinct
+                .get(sample.body.as_str())
+                .is_some_and(|&d| admitted.get(d) == Some(&b'y'))
+        };
+
+        // Whether each sample passed the caps: its key was admitted, and a sample that follows
+        // its trace's first one is refused with it.
+        let mut passed: Vec<bool> = samples.iter().map(is_admitted).collect();
+        for i in 0..samples.len() {
+            if let Some(f) = follows[i] {
+                // A duplicate of its first sample when that one goes in (the claims below will
+                // confirm it), else refused with it.
+                elsewhere[i] = passed[f];
+                passed[i] = passed[f];
+            }
+        }
+
+        // A sample refused by a cap is a duplicate if it was stored before it (as in one script):
+        // before the batch, or earlier in it.
+        let refused: Vec<usize> = (0..samples.len())
+            .filter(|&i| !elsewhere[i] && !passed[i])
+            .collect();
+        if !refused.is_empty() {
+            let spans: Vec<usize> = refused
+                .iter()
+                .copied()
+                .filter(|&i| samples[i].trace_seen.is_none())
+                .collect();
+            let mut seen: HashMap<usize, bool> = refused
+                .iter()
+                .map(|&i| (i, owner_before[i].is_some()))
+                .collect();
+            if !spans.is_empty() {
+                let found: Vec<bool> = self
+                    .run("ingest_refused_seen", async |conn| {
+                        let mut pipe = redis::pipe();
+                        for &i in &spans {
+                            pipe.cmd("HEXISTS")
+                                .arg(&samples[i].seen)
+                                .arg(samples[i].span.as_deref().unwrap_or(""));
+                        }
+                        Ok(pipe.query_async(conn).await?)
+                    })
+                    .await?;
+                seen.extend(spans.iter().copied().zip(found));
+            }
+            // What the admitted samples before each would have marked: a trace's own marker, or
+            // a span's (marker, span ID).
+            let mut marked: std::collections::HashSet<(&str, &str)> = Default::default();
+            for (i, sample) in samples.iter().enumerate() {
+                let mark = match &sample.trace_seen {
+                    Some(trace) => (trace.as_str(), ""),
+                    None => (sample.seen.as_str(), sample.span.as_deref().unwrap_or("")),
+                };
+                if passed[i] && !elsewhere[i] {
+                    marked.insert(mark);
+                } else if let Some(&before) = seen.get(&i) {
+                    elsewhere[i] = before || marked.contains(&mark);
+                }
+            }
+        }
+
+        // Traces: the trace's own marker, in its own slot, names the key the trace belongs to
+        // (`SET NX GET`): a trace already stored under another key is a duplicate, as it is in
+        // one script elsewhere. The same key goes on to the window's own marker, which is what
+        // makes a retry (or a crash after this step) count the trace once.
+        let claims: Vec<(usize, &str)> = samples
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| passed[i] && !elsewhere[i])
+            .filter_map(|(i, s)| s.trace_seen.as_deref().map(|key| (i, key)))
+            .collect();
+        if !claims.is_empty() {
+            let owners: Vec<Option<String>> = self
+                .run_holding("ingest_claim_traces", self.ingest_hold(), async |conn| {
+                    let mut pipe = redis::pipe();
+                    for &(i, key) in &claims {
+                        pipe.cmd("SET")
+                            .arg(key)
+                            .arg(&samples[i].body)
+                            .arg("NX")
+                            .arg("GET")
+                            .arg("PX")
+                            .arg(keep.ttl_ms);
+                    }
+                    Ok(pipe.query_async(conn).await?)
+                })
+                .await?;
+            for (&(i, _), owner) in claims.iter().zip(owners) {
+                elsewhere[i] = owner.is_some_and(|b| b != samples[i].body);
+            }
+        }
 
         // Step 2: the samples of each slot, in chunks.
         let mut by_slot: HashMap<u16, Vec<usize>> = HashMap::new();
         for (i, sample) in samples.iter().enumerate() {
-            if is_admitted(sample) {
+            if passed[i] && !elsewhere[i] {
                 by_slot
                     .entry(slot_of(self.keys.dur(&sample.body).as_bytes()))
                     .or_default()
@@ -385,9 +534,21 @@ impl Store {
                 calls.push((chunk.to_vec(), pipe));
             }
         }
-        let mut outcomes = vec![ItemOutcome::OverCardinality; samples.len()];
+        let mut outcomes: Vec<ItemOutcome> = elsewhere
+            .iter()
+            .map(|&e| {
+                if e {
+                    ItemOutcome::Duplicate
+                } else {
+                    ItemOutcome::OverCardinality
+                }
+            })
+            .collect();
         let mut total = IngestOutcome {
-            over_cardinality: samples.iter().filter(|s| !is_admitted(s)).count() as u64,
+            over_cardinality: (0..samples.len())
+                .filter(|&i| !elsewhere[i] && !passed[i])
+                .count() as u64,
+            duplicates: elsewhere.iter().filter(|&&e| e).count() as u64,
             ..IngestOutcome::default()
         };
         let replies = self
@@ -432,14 +593,14 @@ impl Store {
         }
 
         // Step 3: the keys that took a sample (or answered duplicate) are dirty.
-        let mut dirty: Vec<&str> = samples
-            .iter()
-            .zip(&outcomes)
-            .filter(|(s, o)| {
-                s.value != SKIP_WINDOW
-                    && matches!(o, ItemOutcome::Accepted | ItemOutcome::Duplicate)
+        let mut dirty: Vec<&str> = (0..samples.len())
+            .filter(|&i| {
+                samples[i].value != SKIP_WINDOW
+                    && passed[i]
+                    && !elsewhere[i]
+                    && matches!(outcomes[i], ItemOutcome::Accepted | ItemOutcome::Duplicate)
             })
-            .map(|(s, _)| s.body.as_str())
+            .map(|i| samples[i].body.as_str())
             .collect();
         dirty.sort_unstable();
         dirty.dedup();
@@ -464,6 +625,9 @@ pub(crate) struct Sample {
     pub(crate) body: String,
     /// Its dedup marker, in the window's slot.
     pub(crate) seen: String,
+    /// A trace's own marker (`seen:{traceID}`, in the trace's slot), which names the key the
+    /// trace was stored under; `None` for spans, whose key follows from the span itself.
+    pub(crate) trace_seen: Option<String>,
     /// Whole microseconds, or [`SKIP_WINDOW`].
     pub(crate) value: String,
     /// The span ID (hex), for spans.

@@ -74,6 +74,7 @@ impl Store {
                     let body = item.key.encode();
                     Sample {
                         seen: keys.seen_in(&item.trace_id, &body),
+                        trace_seen: None,
                         value: sample_value(item.duration, skip_window.get(i).copied()),
                         span: Some(format!("{:016x}", item.span_id)),
                         service: Some(body.split('|').next().unwrap_or_default().to_owned()),

@@ -68,12 +68,23 @@ async fn many_baselines_in_one_round_trip() {
     }
 }
 
+/// HMGETs served so far: by the server, or by every primary of the shared cluster.
 fn hmget_calls(url: &str) -> u64 {
-    let info = raw(url, &["INFO", "commandstats"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
+    let calls = |info: String| {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hmget:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    if anomaly_testkit::test_redis_mode() == anomaly_store::RedisMode::Cluster {
+        let cluster = anomaly_testkit::shared_cluster();
+        return cluster
+            .primaries()
+            .into_iter()
+            .map(|port| calls(cluster.command(port, &["INFO", "commandstats"])))
+            .sum();
+    }
+    calls(raw(url, &["INFO", "commandstats"]))
 }
 
 #[tokio::test]

@@ -79,8 +79,9 @@ async fn spans_keep_windows_apart_from_roots_and_count_once_per_span() {
     assert_eq!(store.dirty_len().await.unwrap(), 1);
     assert_eq!(store.spans().dirty_len().await.unwrap(), 1);
 
-    // One dedup key per trace, a hash of span IDs, with the dedup TTL.
-    let seen = store.spans().keys().seen(&trace(1));
+    // One dedup key per trace (per window slot in a cluster), a hash of span IDs, with the
+    // dedup TTL.
+    let seen = store.spans().keys().seen_in(&trace(1), &k.encode());
     assert!(seen.contains("span:seen:{"), "{seen}");
     assert_eq!(raw(&url, &["HLEN", &seen]), "2");
     let ttl: u64 = raw(&url, &["PTTL", &seen]).parse().unwrap();

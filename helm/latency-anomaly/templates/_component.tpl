@@ -18,6 +18,13 @@ component name here, so the three Deployments cannot drift apart.
       name: {{ include "latency-anomaly.redisAuthSecretName" $ }}
       key: {{ $.Values.redisAuth.existingSecretKey }}
 {{- end }}
+{{- if include "latency-anomaly.sentinelAuth" $ }}
+- name: ANOMALY_REDIS__SENTINEL__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "latency-anomaly.sentinelAuthSecretName" $ }}
+      key: {{ $.Values.externalRedis.sentinel.auth.existingSecretKey }}
+{{- end }}
 {{- /* The checker's trace analysis reads ingester.tempo, credentials included. */}}
 {{- $tempoClient := has .component (list "checker" "ingester") }}
 {{- if and $tempoClient (eq $.Values.tempoAuth.type "basic") }}
@@ -418,11 +425,19 @@ spec:
         - port: 6379
           protocol: TCP
     {{- else }}
-    # The external Redis: its address is outside the cluster's pod selectors, so only the port
-    # is pinned.
+    {{- $mode := include "latency-anomaly.redisMode" $ }}
+    # The external Redis: its addresses are outside the cluster's pod selectors, so only the
+    # ports are pinned.
+    {{- if eq $mode "sentinel" }}
+    # Mode sentinel: the sentinels' ports, and those of the primary and replicas they name.
+    {{- else if eq $mode "cluster" }}
+    # Mode cluster: the client port of every node (never the bus port, which only nodes use).
+    {{- end }}
     - ports:
-        - port: {{ include "latency-anomaly.urlPort" $.Values.externalRedis.url }}
+        {{- range include "latency-anomaly.redisEgressPorts" $ | fromJsonArray }}
+        - port: {{ int . }}
           protocol: TCP
+        {{- end }}
     {{- end }}
     {{- if and (has $component (list "checker" "ingester")) $.Values.config.ingester.tempo.url }}
     # Tempo, for the ingester's poller and the checker's trace analysis.

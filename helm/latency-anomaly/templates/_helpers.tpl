@@ -97,7 +97,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "latency-anomaly.componentFullname" (dict "ctx" . "component" "redis") }}
 {{- end }}
 
-{{/* The Redis URL the components use: the bundled Redis Service, or externalRedis.url. */}}
+{{/* How the components reach Redis: `standalone` with the bundled Redis, else externalRedis.mode. */}}
+{{- define "latency-anomaly.redisMode" -}}
+{{- if .Values.redis.enabled }}standalone{{ else }}{{ .Values.externalRedis.mode }}{{ end }}
+{{- end }}
+
+{{/* The Redis URL of mode standalone: the bundled Redis Service, or externalRedis.url. */}}
 {{- define "latency-anomaly.redisUrl" -}}
 {{- if .Values.redis.enabled }}
 {{- printf "redis://%s:6379" (include "latency-anomaly.redisFullname" .) }}
@@ -131,6 +136,36 @@ redis/rediss 6379). A value without "://" is read as host:port.
 {{- else }}
 {{- "80" }}
 {{- end }}
+{{- end }}
+
+{{/*
+The TCP ports the components reach an external Redis on, as a JSON list of numbers: the port of
+externalRedis.url; or the sentinels' ports and sentinel.dataPorts (the primary and replicas they
+name); or the seeds' ports and cluster.nodePorts (every node the cluster announces). Never a
+cluster bus port: clients do not use it.
+*/}}
+{{- define "latency-anomaly.redisEgressPorts" -}}
+{{- $r := .Values.externalRedis }}
+{{- $mode := include "latency-anomaly.redisMode" . }}
+{{- $ports := list }}
+{{- if eq $mode "sentinel" }}
+{{- range $r.sentinel.urls }}
+{{- $ports = append $ports (int (include "latency-anomaly.urlPort" .)) }}
+{{- end }}
+{{- range $r.sentinel.dataPorts }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
+{{- else if eq $mode "cluster" }}
+{{- range $r.cluster.urls }}
+{{- $ports = append $ports (int (include "latency-anomaly.urlPort" .)) }}
+{{- end }}
+{{- range $r.cluster.nodePorts }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
+{{- else }}
+{{- $ports = append $ports (int (include "latency-anomaly.urlPort" $r.url)) }}
+{{- end }}
+{{- toJson (uniq $ports) }}
 {{- end }}
 
 {{/* Whether the components mount TLS files for an external Redis; prints "true" or nothing. */}}
@@ -172,6 +207,16 @@ redis/rediss 6379). A value without "://" is read as host:port.
 {{- default (include "latency-anomaly.secretName" .) .Values.redisAuth.existingSecret }}
 {{- end }}
 
+{{/* Whether the components send a password to the sentinels; prints "true" or nothing. */}}
+{{- define "latency-anomaly.sentinelAuth" -}}
+{{- if and (eq (include "latency-anomaly.redisMode" .) "sentinel") .Values.externalRedis.sentinel.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Secret holding the sentinels' password. */}}
+{{- define "latency-anomaly.sentinelAuthSecretName" -}}
+{{- default (include "latency-anomaly.secretName" .) .Values.externalRedis.sentinel.auth.existingSecret }}
+{{- end }}
+
 {{/* Secret holding the Tempo credentials. */}}
 {{- define "latency-anomaly.tempoAuthSecretName" -}}
 {{- default (include "latency-anomaly.secretName" .) .Values.tempoAuth.existingSecret }}
@@ -203,6 +248,10 @@ every value a string). Empty when every secret comes from an existing Secret or 
 {{- if and .Values.redisAuth.enabled (not .Values.redisAuth.existingSecret) }}
 {{- $_ := set $data .Values.redisAuth.existingSecretKey .Values.redisAuth.password }}
 {{- end }}
+{{- $sentinel := .Values.externalRedis.sentinel.auth }}
+{{- if and (include "latency-anomaly.sentinelAuth" .) (not $sentinel.existingSecret) }}
+{{- $_ := set $data $sentinel.existingSecretKey $sentinel.password }}
+{{- end }}
 {{- $tempo := .Values.tempoAuth }}
 {{- if and (ne $tempo.type "none") (not $tempo.existingSecret) }}
 {{- if eq $tempo.type "basic" }}
@@ -224,14 +273,31 @@ every value a string). Empty when every secret comes from an existing Secret or 
 {{- end }}
 
 {{/*
-The shared config file, as YAML: `config` as given, plus what the chart decides (the Redis URL,
-the listen addresses from the ports, the token file paths), then `extraConfig` over it. Secrets
-never appear here. Every pod reads this one file: the checker's trace analysis takes its Tempo
-(URL, tenant, timeout, retries) from `ingester.tempo` too.
+The shared config file, as YAML: `config` as given, plus what the chart decides (where Redis is:
+the mode with the URL, the sentinels or the seeds; the listen addresses from the ports, the token
+file paths), then `extraConfig` over it. Secrets never appear here. Every pod reads this one
+file: the checker's trace analysis takes its Tempo (URL, tenant, timeout, retries) from
+`ingester.tempo` too.
 */}}
 {{- define "latency-anomaly.config" -}}
 {{- $cfg := deepCopy .Values.config }}
+{{- $r := .Values.externalRedis }}
+{{- $mode := include "latency-anomaly.redisMode" . }}
+{{- $_ := set $cfg.redis "mode" $mode }}
+{{- if eq $mode "sentinel" }}
+{{- $sentinel := dict "master_name" $r.sentinel.masterName "urls" $r.sentinel.urls "tls" $r.sentinel.tls "db" (int $r.sentinel.db) }}
+{{- if and $r.sentinel.auth.enabled $r.sentinel.auth.username }}
+{{- $_ := set $sentinel "username" $r.sentinel.auth.username }}
+{{- end }}
+{{- $_ := set $cfg.redis "sentinel" $sentinel }}
+{{- else if eq $mode "cluster" }}
+{{- $_ := set $cfg.redis "cluster" (dict "urls" $r.cluster.urls) }}
+{{- else }}
 {{- $_ := set $cfg.redis "url" (include "latency-anomaly.redisUrl" .) }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.redisAuth.enabled .Values.redisAuth.username }}
+{{- $_ := set $cfg.redis "username" .Values.redisAuth.username }}
+{{- end }}
 {{- if include "latency-anomaly.redisTls" . }}
 {{- range include "latency-anomaly.redisTlsFiles" . | fromJsonArray }}
 {{- $_ := set $cfg.redis (index . 0) (printf "%s/%s" (include "latency-anomaly.redisTlsDir" $) (index . 2)) }}
@@ -267,11 +333,40 @@ Checks of settings the schema cannot express; each failure names the value to fi
 from configmap.yaml.
 */}}
 {{- define "latency-anomaly.validate" -}}
-{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) }}
+{{- $r := .Values.externalRedis }}
+{{- if and .Values.redis.enabled (ne $r.mode "standalone") }}
+{{- fail (printf "latency-anomaly: externalRedis.mode=%s needs redis.enabled=false: the bundled Redis is a single node, for mode standalone only" $r.mode) }}
+{{- end }}
+{{- if and .Values.redis.enabled (gt (int .Values.config.redis.min_replicas_ack) 0) }}
+{{- fail "latency-anomaly: config.redis.min_replicas_ack needs replicas, which the bundled Redis (redis.enabled=true) has none of: every ingest would answer 503; set it to 0 or use an external Redis with replicas" }}
+{{- end }}
+{{- if and (ne $r.mode "standalone") $r.url }}
+{{- fail (printf "latency-anomaly: externalRedis.url is for mode standalone; mode %s reaches Redis through externalRedis.%s.urls" $r.mode $r.mode) }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) (eq $r.mode "standalone") (not $r.url) }}
 {{- fail "latency-anomaly: set externalRedis.url (redis://host:6379) or redis.enabled=true" }}
 {{- end }}
-{{- if and .Values.redis.enabled .Values.externalRedis.url }}
+{{- if and .Values.redis.enabled $r.url }}
 {{- fail "latency-anomaly: externalRedis.url is set while redis.enabled=true; set redis.enabled=false to use the external Redis" }}
+{{- end }}
+{{- if eq $r.mode "cluster" }}
+{{- $schemes := list }}
+{{- range $r.cluster.urls }}
+{{- $schemes = append $schemes (regexFind "^rediss?://" .) }}
+{{- end }}
+{{- if gt (len (uniq $schemes)) 1 }}
+{{- fail "latency-anomaly: externalRedis.cluster.urls mix redis:// and rediss://; a cluster's nodes are all TLS or none" }}
+{{- end }}
+{{- end }}
+{{- with .Values.config.redis }}
+{{- if and (gt (int .min_replicas_ack) 0) (regexMatch "^\\s*(0+\\s*[a-zA-Zµ]+\\s*)+$" (toString .min_replicas_ack_timeout)) }}
+{{- fail "latency-anomaly: config.redis.min_replicas_ack_timeout must be more than 0 when config.redis.min_replicas_ack is set" }}
+{{- end }}
+{{- end }}
+{{- with $r.sentinel.auth }}
+{{- if and (eq $r.mode "sentinel") .enabled (not .existingSecret) (not .password) }}
+{{- fail "latency-anomaly: externalRedis.sentinel.auth.enabled needs externalRedis.sentinel.auth.existingSecret or externalRedis.sentinel.auth.password" }}
+{{- end }}
 {{- end }}
 {{- if and .Values.externalRedis.url (not (regexMatch "^rediss?://" .Values.externalRedis.url)) }}
 {{- fail "latency-anomaly: externalRedis.url must start with redis:// or rediss://" }}
@@ -281,8 +376,15 @@ from configmap.yaml.
 {{- end }}
 {{- with .Values.externalRedis.tls }}
 {{- if and .existingSecret (not $.Values.redis.enabled) }}
-{{- if not (hasPrefix "rediss://" $.Values.externalRedis.url) }}
+{{- /* The binaries refuse TLS files without TLS to the data nodes, but only once the pods start. */}}
+{{- if and (eq $r.mode "standalone") (not (hasPrefix "rediss://" $r.url)) }}
 {{- fail "latency-anomaly: externalRedis.tls.existingSecret needs a rediss:// externalRedis.url" }}
+{{- end }}
+{{- if and (eq $r.mode "sentinel") (not $r.sentinel.tls) }}
+{{- fail "latency-anomaly: externalRedis.tls.existingSecret in mode sentinel needs externalRedis.sentinel.tls=true (TLS to the primary the sentinels name)" }}
+{{- end }}
+{{- if and (eq $r.mode "cluster") (not (hasPrefix "rediss://" (first $r.cluster.urls | default ""))) }}
+{{- fail "latency-anomaly: externalRedis.tls.existingSecret in mode cluster needs rediss:// externalRedis.cluster.urls" }}
 {{- end }}
 {{- if ne (empty .certKey) (empty .keyKey) }}
 {{- fail "latency-anomaly: externalRedis.tls.certKey and externalRedis.tls.keyKey go together" }}
@@ -322,6 +424,9 @@ from configmap.yaml.
 {{- $keys := list }}
 {{- if and .Values.redisAuth.enabled (not .Values.redisAuth.existingSecret) }}
 {{- $keys = append $keys .Values.redisAuth.existingSecretKey }}
+{{- end }}
+{{- if and (include "latency-anomaly.sentinelAuth" .) (not $r.sentinel.auth.existingSecret) }}
+{{- $keys = append $keys $r.sentinel.auth.existingSecretKey }}
 {{- end }}
 {{- if and (ne .Values.tempoAuth.type "none") (not .Values.tempoAuth.existingSecret) }}
 {{- if eq .Values.tempoAuth.type "basic" }}

@@ -7,7 +7,7 @@
 //! restart (outage tests); [`RedisCluster`] and [`RedisSentinels`] give it a whole Redis Cluster
 //! or Sentinel deployment whose nodes it may kill.
 //!
-//! `ANOMALY_TEST_REDIS_MODE` (`standalone`, the default, `cluster` or `sentinel`) picks what
+//! `TEST_REDIS_MODE` (`standalone`, the default, `cluster` or `sentinel`) picks what
 //! the shared Redis is, so the same test suites run against each mode: see
 //! [`shared_redis_url`] and [`redis_config`]. Tests that send raw commands
 //! ([`raw_command`]) to the shared URL reach one node: in cluster mode that node answers MOVED
@@ -49,7 +49,7 @@ const CLI_INSTALL_HINT: &str = "redis-cli is required by the Redis Cluster tests
      `brew install redis`).";
 
 /// The environment variable that picks what the shared Redis is (see [`test_redis_mode`]).
-pub const MODE_VAR: &str = "ANOMALY_TEST_REDIS_MODE";
+pub const MODE_VAR: &str = "TEST_REDIS_MODE";
 
 /// A `redis-server` owned by the test process.
 #[derive(Debug)]
@@ -237,7 +237,7 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// What the shared Redis is, from `ANOMALY_TEST_REDIS_MODE`: `standalone` (the default, also
+/// What the shared Redis is, from `TEST_REDIS_MODE`: `standalone` (the default, also
 /// when the variable is empty), `cluster` or `sentinel`. Panics on any other value, so a typo
 /// never runs the suite in a mode nobody asked for.
 pub fn test_redis_mode() -> RedisMode {

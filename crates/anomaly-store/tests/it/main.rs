@@ -48,7 +48,7 @@ pub(crate) fn item(n: u128, key: &BaselineKey, ms: f64) -> IngestItem {
 }
 
 /// A redis-cli-like connection for assertions that bypass the code under test. On the shared
-/// Redis Cluster (`ANOMALY_TEST_REDIS_MODE=cluster`) a keyed command goes to its key's owner.
+/// Redis Cluster (`TEST_REDIS_MODE=cluster`) a keyed command goes to its key's owner.
 pub(crate) fn raw(url: &str, args: &[&str]) -> String {
     if anomaly_testkit::test_redis_mode() == anomaly_store::RedisMode::Cluster
         && url == anomaly_testkit::shared_redis_url()

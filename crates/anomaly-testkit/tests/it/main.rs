@@ -1,5 +1,5 @@
 //! The harness itself against real servers: clusters and sentinels start, fail over, reshard,
-//! and the shared Redis follows `ANOMALY_TEST_REDIS_MODE`.
+//! and the shared Redis follows `TEST_REDIS_MODE`.
 
 mod cluster;
 mod mode;

@@ -12,15 +12,24 @@
 //!
 //! A cluster connection sends a pipeline to one node and refuses one whose commands live in
 //! several slots. The store's pipelines are plain batches (never MULTI), so [`Conn`] splits them:
-//! keyless commands first, in order, then one sub-pipeline per slot, all in flight at once, with
-//! the replies put back in the pipeline's order. Scripts and multi-key commands must still touch
-//! one slot each; the layout (see `keys`) sees to that.
+//! keyless commands first, in order, then one sub-pipeline per primary (by a slot map read with
+//! `CLUSTER SLOTS` and shared by the pool's connections), all in flight at once, with the
+//! replies put back in the pipeline's order. A primary answers each command of its sub-pipeline
+//! for itself, so commands of many slots can share one; a command answered MOVED or ASK (a slot
+//! that moved since the map was read) is sent again on its own through the cluster client, which
+//! follows the redirection, and the map is read again. Without a map (it could not be read),
+//! each slot gets a sub-pipeline of its own. Scripts and multi-key commands must still touch one
+//! slot each; the layout (see `keys`) sees to that.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::{self, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use deadpool_redis::redis::cluster_routing::SingleNodeRoutingInfo;
+use deadpool_redis::redis::{
+    self, Cmd, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
 use futures::FutureExt;
 use futures::future::try_join_all;
 
@@ -39,18 +48,101 @@ pub(crate) fn slot_of(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
+/// Which primary serves each slot, as `CLUSTER SLOTS` last said; shared by a pool's cluster
+/// connections, dropped when a reply shows it is out of date.
+#[derive(Debug, Default)]
+pub(crate) struct SlotMap(RwLock<Option<Arc<Owners>>>);
+
+#[derive(Debug)]
+struct Owners {
+    /// Per slot, an index into `nodes` (`u16::MAX`: no owner known).
+    slot_owner: Vec<u16>,
+    nodes: Vec<(String, u16)>,
+}
+
+impl SlotMap {
+    fn get(&self) -> Option<Arc<Owners>> {
+        self.0.read().ok().and_then(|m| m.clone())
+    }
+
+    fn forget(&self) {
+        if let Ok(mut m) = self.0.write() {
+            *m = None;
+        }
+    }
+
+    /// The map, read from the cluster if there is none.
+    async fn get_or_read(&self, conn: &mut ClusterConnection) -> Option<Arc<Owners>> {
+        if let Some(owners) = self.get() {
+            return Some(owners);
+        }
+        let reply: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(conn)
+            .await
+            .ok()?;
+        let owners = Arc::new(parse_cluster_slots(&reply)?);
+        if let Ok(mut m) = self.0.write() {
+            *m = Some(Arc::clone(&owners));
+        }
+        Some(owners)
+    }
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn parse_cluster_slots(reply: &Value) -> Option<Owners> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut owners = Owners {
+        slot_owner: vec![u16::MAX; usize::from(SLOTS)],
+        nodes: Vec::new(),
+    };
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return None;
+        };
+        let host = match primary.first()? {
+            Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+            Value::SimpleString(s) => s.clone(),
+            _ => return None,
+        };
+        let Value::Int(port) = primary.get(1)? else {
+            return None;
+        };
+        let node = (host, u16::try_from(*port).ok()?);
+        let index = match owners.nodes.iter().position(|n| *n == node) {
+            Some(i) => i,
+            None => {
+                owners.nodes.push(node);
+                owners.nodes.len() - 1
+            }
+        };
+        let (start, end) = (usize::try_from(*start).ok()?, usize::try_from(*end).ok()?);
+        for slot in owners.slot_owner.get_mut(start..=end)? {
+            *slot = u16::try_from(index).ok()?;
+        }
+    }
+    Some(owners)
+}
+
 /// A connection in any mode; cheap to clone (both kinds are handles on a shared task).
 #[derive(Clone)]
 pub(crate) enum Conn {
     Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, Arc<SlotMap>),
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Conn::Single(c) => f.debug_tuple("Conn::Single").field(c).finish(),
-            Conn::Cluster(_) => f.write_str("Conn::Cluster"),
+            Conn::Cluster(..) => f.write_str("Conn::Cluster"),
         }
     }
 }
@@ -59,7 +151,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c, _) => c.req_packed_command(cmd),
         }
     }
 
@@ -71,11 +163,11 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => {
+            Conn::Cluster(c, map) => {
                 if pipeline.is_transaction() {
                     c.req_packed_commands(pipeline, offset, count)
                 } else {
-                    split_by_slot(c.clone(), pipeline).boxed()
+                    split_by_node(c.clone(), Arc::clone(map), pipeline).boxed()
                 }
             }
         }
@@ -84,7 +176,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c, _) => c.get_db(),
         }
     }
 }
@@ -96,7 +188,7 @@ impl Conn {
     pub(crate) async fn query_one_node(&mut self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
-            Conn::Cluster(c) => c.req_packed_commands(pipe, 0, pipe.len()).await,
+            Conn::Cluster(c, _) => c.req_packed_commands(pipe, 0, pipe.len()).await,
         }
     }
 }
@@ -124,19 +216,30 @@ fn routing_key(cmd: &Cmd) -> Option<Vec<u8>> {
     }
 }
 
-/// Runs a non-transactional pipeline on a cluster: keyless commands first, one at a time in
-/// order (a SCRIPT LOAD then reaches every primary before the EVALSHAs that need it), then the
-/// keyed commands grouped by slot, one sub-pipeline per slot, concurrently. Replies come back in
-/// the pipeline's order, ignored ones included (the caller drops those).
-async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
+/// Runs a non-transactional pipeline on a cluster (see the module docs): keyless commands first,
+/// one at a time in order (a SCRIPT LOAD then reaches every primary before the EVALSHAs that
+/// need it), then the keyed commands grouped by primary, one sub-pipeline each, concurrently.
+/// Replies come back in the pipeline's order, ignored ones included (the caller drops those).
+async fn split_by_node(
+    mut conn: ClusterConnection,
+    map: Arc<SlotMap>,
+    pipeline: &Pipeline,
+) -> RedisResult<Vec<Value>> {
     let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
     let mut replies: Vec<Option<Value>> = vec![None; commands.len()];
-    let mut groups: HashMap<u16, (Pipeline, Vec<usize>)> = HashMap::new();
+    let owners = map.get_or_read(&mut conn).await;
+    // Per group: where it goes (a node, or a slot when no map is known) and its positions.
+    let mut groups: HashMap<(u16, bool), (Pipeline, Vec<usize>)> = HashMap::new();
     let mut keyless = Vec::new();
     for (i, cmd) in commands.iter().enumerate() {
         match routing_key(cmd) {
             Some(key) => {
-                let (sub, positions) = groups.entry(slot_of(&key)).or_default();
+                let slot = slot_of(&key);
+                let group = match owners.as_ref().map(|o| o.slot_owner[usize::from(slot)]) {
+                    Some(node) if node != u16::MAX => (node, true),
+                    _ => (slot, false),
+                };
+                let (sub, positions) = groups.entry(group).or_default();
                 sub.add_command((*cmd).clone());
                 positions.push(i);
             }
@@ -144,21 +247,68 @@ async fn split_by_slot(conn: ClusterConnection, pipeline: &Pipeline) -> RedisRes
         }
     }
     for i in keyless {
-        let mut c = conn.clone();
-        replies[i] = Some(c.req_packed_command(commands[i]).await?);
+        replies[i] = Some(conn.req_packed_command(commands[i]).await?);
     }
-    let answered = try_join_all(groups.into_values().map(|(sub, positions)| {
-        let mut c = conn.clone();
-        async move {
-            let values = c.req_packed_commands(&sub, 0, sub.len()).await?;
-            Ok::<_, redis::RedisError>((positions, values))
-        }
-    }))
+    let answered = try_join_all(
+        groups
+            .into_iter()
+            .map(|((target, by_node), (sub, positions))| {
+                let mut c = conn.clone();
+                let node = owners
+                    .as_ref()
+                    .filter(|_| by_node)
+                    .and_then(|o| o.nodes.get(usize::from(target)).cloned());
+                async move {
+                    let values = match node {
+                        Some((host, port)) => {
+                            c.route_pipeline(
+                                sub.clone(),
+                                0,
+                                sub.len(),
+                                SingleNodeRoutingInfo::ByAddress { host, port },
+                            )
+                            .await
+                        }
+                        None => c.req_packed_commands(&sub, 0, sub.len()).await,
+                    };
+                    Ok::<_, redis::RedisError>((positions, sub, values))
+                }
+            }),
+    )
     .await?;
-    for (positions, values) in answered {
-        for (i, value) in positions.into_iter().zip(values) {
-            replies[i] = Some(value);
+    let mut stale = false;
+    for (positions, sub, values) in answered {
+        match values {
+            Ok(values) => {
+                for ((i, cmd), value) in positions.into_iter().zip(sub.cmd_iter()).zip(values) {
+                    let redirected = matches!(
+                        &value,
+                        Value::ServerError(e)
+                            if matches!(e.kind(), Some(ServerErrorKind::Moved | ServerErrorKind::Ask))
+                    );
+                    replies[i] = Some(if redirected {
+                        stale = true;
+                        conn.req_packed_command(cmd).await?
+                    } else {
+                        value
+                    });
+                }
+            }
+            Err(e) => {
+                // The node may be gone or its slots elsewhere: each command on its own, through
+                // the client's own routing and retries.
+                stale = true;
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    map.forget();
+                }
+                for (i, cmd) in positions.into_iter().zip(sub.cmd_iter()) {
+                    replies[i] = Some(conn.req_packed_command(cmd).await?);
+                }
+            }
         }
+    }
+    if stale {
+        map.forget();
     }
     Ok(replies
         .into_iter()

@@ -113,7 +113,8 @@ enum Connector {
         client: tokio::sync::Mutex<SentinelClient>,
         config: redis::AsyncConnectionConfig,
     },
-    Cluster(ClusterClient),
+    /// The client, and the slot map its connections split pipelines by (see `conn`).
+    Cluster(ClusterClient, Arc<conn::SlotMap>),
 }
 
 impl std::fmt::Debug for Connector {
@@ -121,7 +122,7 @@ impl std::fmt::Debug for Connector {
         f.write_str(match self {
             Connector::Standalone(_) => "Connector::Standalone",
             Connector::Sentinel { .. } => "Connector::Sentinel",
-            Connector::Cluster(_) => "Connector::Cluster",
+            Connector::Cluster(..) => "Connector::Cluster",
         })
     }
 }
@@ -145,7 +146,9 @@ impl managed::Manager for PingIdle {
                     .get_async_connection_with_config(config)
                     .await?,
             ),
-            Connector::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+            Connector::Cluster(client, map) => {
+                Conn::Cluster(client.get_async_connection().await?, Arc::clone(map))
+            }
         };
         Ok(Pooled {
             conn,
@@ -379,7 +382,7 @@ impl Store {
                 client: tokio::sync::Mutex::new(sentinel_client(config, tcp)?),
                 config: connection,
             },
-            RedisMode::Cluster => Connector::Cluster(cluster_client(config, tcp)?),
+            RedisMode::Cluster => Connector::Cluster(cluster_client(config, tcp)?, Arc::default()),
         };
         let pool = Pool::builder(PingIdle(connector))
             .max_size(config.pool_size)

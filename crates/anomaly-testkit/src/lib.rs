@@ -293,6 +293,65 @@ pub fn shared_cluster() -> &'static RedisCluster {
     SHARED_CLUSTER.get_or_init(RedisCluster::start)
 }
 
+/// The environment that points a service binary at the Redis of `config`, in its mode:
+/// `ANOMALY_REDIS__URL`, or the mode with the sentinels or seed nodes (figment's inline list
+/// syntax), and the key prefix.
+pub fn redis_env(config: &RedisConfig) -> Vec<(String, String)> {
+    let list = |urls: &[String]| {
+        let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+        format!("[{}]", quoted.join(","))
+    };
+    let mut env = vec![
+        (
+            "ANOMALY_REDIS__MODE".to_owned(),
+            config.mode.as_str().to_owned(),
+        ),
+        (
+            "ANOMALY_REDIS__KEY_PREFIX".to_owned(),
+            config.key_prefix.clone(),
+        ),
+    ];
+    match config.mode {
+        RedisMode::Standalone => env.push(("ANOMALY_REDIS__URL".to_owned(), config.url.clone())),
+        RedisMode::Cluster => env.push((
+            "ANOMALY_REDIS__CLUSTER__URLS".to_owned(),
+            list(&config.cluster.urls),
+        )),
+        RedisMode::Sentinel => {
+            env.push((
+                "ANOMALY_REDIS__SENTINEL__MASTER_NAME".to_owned(),
+                config.sentinel.master_name.clone(),
+            ));
+            env.push((
+                "ANOMALY_REDIS__SENTINEL__URLS".to_owned(),
+                list(&config.sentinel.urls),
+            ));
+        }
+    }
+    env
+}
+
+/// Sends one command to the Redis at `url` for an assertion that bypasses the code under test:
+/// on the shared cluster to the owner of the command's key (its first argument), on the shared
+/// Sentinel deployment to the current primary, else to `url` itself. Panics on an error reply.
+pub fn command_at(url: &str, args: &[&str]) -> String {
+    let shared = url == shared_redis_url();
+    match test_redis_mode() {
+        RedisMode::Cluster if shared => shared_cluster().cluster_command(args),
+        RedisMode::Sentinel if shared => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], shared_sentinels().master_port()));
+            raw_command(addr, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        }
+        _ => {
+            let addr = url
+                .trim_start_matches("redis://")
+                .parse()
+                .unwrap_or_else(|e| panic!("{url} is not redis://host:port: {e}"));
+            raw_command(addr, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        }
+    }
+}
+
 /// The Sentinel deployment every test in this process may share, started on first use
 /// whatever the mode. Do not kill its nodes: start a [`RedisSentinels`] of your own for that.
 pub fn shared_sentinels() -> &'static RedisSentinels {

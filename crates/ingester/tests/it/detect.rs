@@ -95,9 +95,8 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 fn raw(store: &Store, args: &[&str]) -> String {
-    let url = shared_redis_url();
     let _ = store;
-    anomaly_testkit::raw_command(url.trim_start_matches("redis://").parse().unwrap(), args).unwrap()
+    anomaly_testkit::command_at(&shared_redis_url(), args)
 }
 
 #[tokio::test]

@@ -59,8 +59,7 @@ async fn sigkill_mid_drain_leaves_no_stale_baseline() {
 
     // The real binary, killed with SIGKILL once it has made progress but before it is done.
     let mut child = Command::new(env!("CARGO_BIN_EXE_recomputer"))
-        .env("ANOMALY_REDIS__URL", &url)
-        .env("ANOMALY_REDIS__KEY_PREFIX", &config.common.redis.key_prefix)
+        .envs(anomaly_testkit::redis_env(&config.common.redis))
         .env("ANOMALY_RECOMPUTER__LISTEN", "127.0.0.1:0")
         .env("ANOMALY_RECOMPUTER__BATCH_SIZE", "50")
         .env("ANOMALY_RECOMPUTER__CONCURRENCY", "1")

@@ -85,9 +85,7 @@ async fn a_rebuild_lists_the_endpoints_of_existing_data() {
     // Data written before the listing existed: windows and baselines, no keyEndpoints.
     r.drain_once().await.unwrap();
     let index = r.store().keys().key_endpoints();
-    let url = &config.common.redis.url;
-    let addr = url.trim_start_matches("redis://").parse().unwrap();
-    anomaly_testkit::raw_command(addr, &["DEL", &index]).unwrap();
+    anomaly_testkit::command_at(&anomaly_testkit::shared_redis_url(), &["DEL", &index]);
     assert_eq!(listed(r.store()).await, []);
 
     r.rebuild(|_, _| {}).await.unwrap();

@@ -6,7 +6,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The doc tests, then every other test: cargo-nextest when installed, else cargo test (installs redis-server with apt-get if missing; the tests start their own).
+# The doc tests, then every other test: cargo-nextest when installed, else cargo test (installs redis-server and redis-sentinel with apt-get if missing; the tests start their own); then the store's and services' tests again on a Redis Cluster and on Sentinel.
 test *args:
     @bash scripts/test.sh {{args}}
 

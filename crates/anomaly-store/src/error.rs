@@ -73,6 +73,12 @@ impl From<RedisError> for StoreError {
             || matches!(
                 e.kind(),
                 ErrorKind::AuthenticationFailed
+                    // Sentinel mid-failover: no primary named yet.
+                    | ErrorKind::MasterNameNotFoundBySentinel
+                    | ErrorKind::NoValidReplicasFoundBySentinel
+                    // A cluster node gone: redis-rs gave up reconnecting or following a slot
+                    // whose owner died, until the slot map catches up.
+                    | ErrorKind::ClusterConnectionNotFound
                     | ErrorKind::Server(
                         ServerErrorKind::BusyLoading
                             | ServerErrorKind::TryAgain
@@ -81,6 +87,10 @@ impl From<RedisError> for StoreError {
                             // A primary demoted by a failover, still reached on an old
                             // connection: unavailable for writes until one to the new primary.
                             | ServerErrorKind::ReadOnly
+                            // Redirections left over after redis-rs ran out of retries while a
+                            // primary failed over: the slot has no reachable owner yet.
+                            | ServerErrorKind::Moved
+                            | ServerErrorKind::Ask
                     )
             );
         if transient {

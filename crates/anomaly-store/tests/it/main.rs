@@ -2,6 +2,7 @@
 
 mod baselines;
 mod errors;
+mod failover;
 mod ingest;
 mod listing;
 mod poller;

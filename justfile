@@ -28,12 +28,13 @@ chart-check:
     bash scripts/chart-check.sh
 
 # Benchmarks: rewrites the figures section of BENCHMARKS.md.
-# Needs wrk and redis-benchmark (apt-get install wrk redis-server); about 6 minutes (push ingest with detection on against off included).
+# Needs wrk and redis-benchmark (apt-get install wrk redis-server); about 8 minutes (push ingest with detection on against off included; then ingest, a recompute drain and cache-off lookups against a standalone Redis and a 3-primary Redis Cluster in one run, printed, not written).
 bench:
     @command -v wrk >/dev/null || { echo "bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }
     cargo build --release -p anomaly-bench -p checker -p ingester
     cargo bench -p anomaly-core --bench core -- --noplot
     ./target/release/anomaly-bench --write BENCHMARKS.md all
+    ./target/release/anomaly-bench modes
 
 # Fault tests: the three services together under a Redis SIGKILL, bad input and hostile names (system-tests), plus each service's kill and outage tests. All of them also run in `just test`.
 chaos:

@@ -13,6 +13,7 @@ mod cpu;
 mod http;
 mod ingest_detect;
 mod micro;
+mod modes;
 mod otlp;
 mod quality;
 mod recompute;
@@ -73,6 +74,9 @@ enum Command {
     /// Push API ingest with judging on ingest on, then off (`ingester.detect.enabled`),
     /// alternating twice, every key with a baseline (also part of `all`).
     Detect(HttpArgs),
+    /// Standalone Redis against a 3-primary Redis Cluster through the store API, alternating
+    /// (issue 18; not part of `all`; `--write` is refused).
+    Modes(ModesArgs),
     /// Everything above, in one table (`just bench`).
     All {
         #[command(flatten)]
@@ -91,6 +95,19 @@ struct AnalysisArgs {
     /// Trace analyses timed (one at a time), and as many `/healthz`.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(10..))]
     analysis_requests: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ModesArgs {
+    /// Keys the ingest spreads over, and full keys seeded for the drain, lookups and memory.
+    #[arg(long = "modes-keys", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    keys: u32,
+    /// Seconds of each timed load (ingest, lookups, pings).
+    #[arg(long = "modes-seconds", default_value_t = 5)]
+    seconds: u64,
+    /// Rounds of standalone then cluster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -368,6 +385,20 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Modes(m) = &args.command {
+        anyhow::ensure!(
+            args.write.is_none(),
+            "--write rewrites the benchmark figures; paste this table by hand"
+        );
+        let modes = modes::Modes {
+            keys: m.keys,
+            samples: 1000,
+            seconds: m.seconds.max(1),
+            rounds: m.rounds,
+        };
+        println!("{}", runtime.block_on(modes::run(&modes))?);
+        return Ok(());
+    }
     let soak_run = matches!(args.command, Command::Soak(_));
     if (soak_run
         || matches!(
@@ -384,7 +415,7 @@ fn main() -> anyhow::Result<()> {
         Command::Http(h) => runtime.block_on(http::run(&h.setup()?))?,
         Command::Micro(m) => micro::rows(&m.criterion_dir)?,
         Command::Soak(s) => runtime.block_on(soak::run(&s.soak()?))?,
-        Command::Quality(_) => unreachable!("handled above"),
+        Command::Quality(_) | Command::Modes(_) => unreachable!("handled above"),
         Command::Contamination(q) => {
             let mut rows = Vec::new();
             for c in q.contamination()? {

@@ -305,3 +305,55 @@ proptest! {
         })?;
     }
 }
+
+/// `redis.min_replicas_ack`: without a replica to confirm, an ingest is `NotReplicated` (the
+/// services answer 503) while the primary keeps the trace, once; with one, it is acknowledged.
+#[tokio::test]
+async fn min_replicas_ack_waits_for_a_replica_and_says_when_none_confirms() {
+    let primary = anomaly_testkit::RedisServer::start_ephemeral();
+    let base = anomaly_testkit::redis_config(&primary.url(), "ack");
+    let config = |wait: Duration| anomaly_store::RedisConfig {
+        min_replicas_ack: 1,
+        min_replicas_ack_timeout: wait,
+        ..base.clone()
+    };
+    let store = anomaly_store::Store::connect(&config(Duration::from_millis(200))).unwrap();
+    let k = key("acked", 3);
+    let err = store
+        .ingest(&[item(1, &k, 10.0)], &settings())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            anomaly_store::StoreError::NotReplicated {
+                wanted: 1,
+                acked: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_unavailable(), "not a broken connection: {err}");
+    assert_eq!(store.read_window(&k).await.unwrap(), vec![10.0]);
+
+    // A replica joins and syncs: the next batch is acknowledged, and the first one's retry is
+    // a duplicate.
+    let port = primary.port().to_string();
+    let replica =
+        anomaly_testkit::RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &port]);
+    let synced = anomaly_testkit::eventually(Duration::from_secs(20), || {
+        let info = replica.command(&["INFO", "replication"]);
+        async move { info.contains("master_link_status:up") }
+    })
+    .await;
+    assert!(synced, "the replica never synced");
+    // A generous wait: a loaded test machine is slow to answer the primary's GETACK.
+    let store = anomaly_store::Store::connect(&config(Duration::from_secs(5))).unwrap();
+    let out = store
+        .ingest(&[item(2, &k, 20.0), item(1, &k, 10.0)], &settings())
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 1));
+    assert_eq!(store.read_window(&k).await.unwrap(), vec![20.0, 10.0]);
+}

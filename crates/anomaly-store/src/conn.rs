@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::cluster_routing::SingleNodeRoutingInfo;
+use deadpool_redis::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use deadpool_redis::redis::{
     self, Cmd, Pipeline, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
@@ -182,6 +182,19 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
+    /// PING one node: the server, or a node of the cluster picked at random.
+    pub(crate) async fn ping_any(&mut self) -> RedisResult<()> {
+        let ping = redis::cmd("PING");
+        let _: Value = match self {
+            Conn::Single(c) => ping.query_async(c).await?,
+            Conn::Cluster(c, _) => {
+                c.route_command(ping, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
     /// Sends `pipe` to one node as it is (never split): in a cluster, the node of its first
     /// keyed command, so that a `WAIT` in it follows that node's writes on the same connection.
     /// Every reply, ignored or not, in order.

@@ -422,9 +422,15 @@ impl Store {
     }
 
     /// PING: whether Redis answers right now.
+    ///
+    /// In a cluster, one node picked at random answers (redis-rs would otherwise ask every
+    /// primary): readiness then reflects whether the cluster can be reached, and a primary that
+    /// fails over does not turn every replica of every service unready at once (which would
+    /// take the keys of the other slots out of service too). A failing primary's slots answer
+    /// 503 on their own until its replica takes over.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", async |conn| {
-            let _: String = redis::cmd("PING").query_async(conn).await?;
+            conn.ping_any().await?;
             Ok(())
         })
         .await

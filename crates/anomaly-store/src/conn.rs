@@ -181,7 +181,50 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Where a per-node command (SCAN) goes: the server, or one primary of the cluster.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Server,
+    Node(String, u16),
+}
+
 impl Conn {
+    /// The nodes that together hold every key: the server, or each primary of the cluster (as
+    /// `CLUSTER SLOTS` names them now).
+    pub(crate) async fn scan_targets(&mut self) -> Vec<Target> {
+        match self {
+            Conn::Single(_) => vec![Target::Server],
+            Conn::Cluster(c, map) => {
+                map.forget();
+                match map.get_or_read(c).await {
+                    Some(owners) => owners
+                        .nodes
+                        .iter()
+                        .map(|(host, port)| Target::Node(host.clone(), *port))
+                        .collect(),
+                    None => Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Sends `cmd` to `target`.
+    pub(crate) async fn query_on(&mut self, target: &Target, cmd: Cmd) -> RedisResult<Value> {
+        match (self, target) {
+            (Conn::Cluster(c, _), Target::Node(host, port)) => {
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    }),
+                )
+                .await
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+
     /// PING one node: the server, or a node of the cluster picked at random.
     pub(crate) async fn ping_any(&mut self) -> RedisResult<()> {
         let ping = redis::cmd("PING");

@@ -126,6 +126,26 @@ impl Keys {
         format!("{}dur:{{{body}}}", self.prefix)
     }
 
+    /// A `SCAN MATCH` pattern of every window of this key space (the prefix's glob characters
+    /// escaped), and how to take a body back out of a window's name.
+    pub(crate) fn dur_pattern(&self) -> String {
+        let mut escaped = String::with_capacity(self.prefix.len() + 8);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        format!("{escaped}dur:{{*}}")
+    }
+
+    /// The body `B` of a window's name `dur:{B}`, if it is one of this key space's.
+    pub(crate) fn body_of_dur<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("dur:{")?
+            .strip_suffix('}')
+    }
+
     /// `base:{B}`: the baseline hash, and field `v`, the window's write count.
     pub fn base(&self, body: &str) -> String {
         format!("{}base:{{{body}}}", self.prefix)

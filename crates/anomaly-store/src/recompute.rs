@@ -716,6 +716,61 @@ impl Store {
         Ok(behind.len() as u64)
     }
 
+    /// Adds every window of this key space found in Redis (`SCAN` of `dur:{*}`, on every
+    /// primary of a cluster) to `keyIndex`; returns how many windows were found. For
+    /// `recomputer rebuild`: windows copied in from elsewhere (a standalone Redis imported into
+    /// a cluster with `redis-cli --cluster import`, whose `keyIndex` has another name there) are
+    /// indexed, and so recomputed and listed. Windows that do not decode are left alone.
+    pub async fn index_windows(&self) -> Result<u64, StoreError> {
+        let pattern = self.keys.dur_pattern();
+        let index = self.keys.key_index();
+        let nodes = self
+            .run("index_windows_nodes", async |conn| {
+                Ok(conn.scan_targets().await)
+            })
+            .await?;
+        let mut found = 0u64;
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, names): (u64, Vec<String>) = self
+                    .run("index_windows_scan", async |conn| {
+                        let mut cmd = redis::cmd("SCAN");
+                        cmd.arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000);
+                        redis::from_redis_value(conn.query_on(&node, cmd).await?)
+                            .map_err(|e| StoreError::bad_data("SCAN", e.to_string()))
+                    })
+                    .await?;
+                let bodies: Vec<&str> = names
+                    .iter()
+                    .filter_map(|n| self.keys.body_of_dur(n))
+                    .filter(|b| BaselineKey::decode(b).is_ok())
+                    .collect();
+                if !bodies.is_empty() {
+                    found += bodies.len() as u64;
+                    self.run("index_windows", async |conn| {
+                        let _: i64 = redis::cmd("SADD")
+                            .arg(&index)
+                            .arg(&bodies)
+                            .query_async(conn)
+                            .await?;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Number of keys with a window (SCARD `keyIndex`).
     pub async fn key_count(&self) -> Result<u64, StoreError> {
         let index = self.keys.key_index();

@@ -354,7 +354,8 @@ impl Recomputer {
         Ok((committed, levels))
     }
 
-    /// Marks every key that has a window dirty and drains until the dirty set is empty,
+    /// Indexes every window found in Redis, marks every key that has a window dirty and drains
+    /// until the dirty set is empty,
     /// reporting `(done, total)` as it goes. Safe beside live recomputers: they simply share
     /// the work. Recomputing a key lists its endpoint (see `process`), so this also fills
     /// `keyEndpoints` with the endpoints of data written before the listing existed.
@@ -364,6 +365,9 @@ impl Recomputer {
     ) -> Result<DrainOutcome, StoreError> {
         let mut total = 0u64;
         for space in self.spaces() {
+            // Windows that Redis holds but the index does not (data copied in from another
+            // Redis, e.g. a standalone one imported into a cluster) are indexed first.
+            space.store.index_windows().await?;
             let mut cursor = 0;
             loop {
                 let (next, keys) = space.store.scan_keys(cursor, 1000).await?;

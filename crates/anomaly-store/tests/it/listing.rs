@@ -5,7 +5,7 @@ use std::time::Duration;
 use anomaly_core::{BaselineKey, DayType, DurationMs};
 use anomaly_store::{EndpointCursor, EndpointFilter, EndpointSamples, ServiceCursor, Store};
 
-use crate::{raw, store_at};
+use crate::{key, raw, store_at};
 
 fn samples(n: usize) -> Vec<DurationMs> {
     (0..n).map(|i| DurationMs::new(i as f64).unwrap()).collect()
@@ -251,4 +251,47 @@ async fn the_sweep_removes_endpoints_without_windows_only() {
     assert!(left.contains(&pair("svc", "GET /kept")));
     assert!(!left.contains(&pair("svc", "GET /gone")));
     assert_eq!(raw(&url, &["ZSCORE", &index, "no-bar"]), "", "nil");
+}
+
+/// `index_windows` finds windows the index lost (or never had: data imported from another
+/// Redis), on every primary of a cluster, and only this key space's.
+#[tokio::test]
+async fn windows_missing_from_the_index_are_found_by_scanning() {
+    let url = anomaly_testkit::shared_redis_url();
+    let store = store_at(url.clone(), "index-windows");
+    let keys: Vec<_> = (0..40u8)
+        .map(|i| key(&format!("scan{i}"), i % 24))
+        .collect();
+    let windows: Vec<_> = keys
+        .iter()
+        .map(|k| (k.clone(), vec![DurationMs::new(5.0).unwrap()]))
+        .collect();
+    store
+        .replace_windows(&windows, Duration::ZERO)
+        .await
+        .unwrap();
+    // A span window of the same names is not a root window.
+    store
+        .spans()
+        .replace_windows(&windows[..1], Duration::ZERO)
+        .await
+        .unwrap();
+    anomaly_testkit::command_at(&url, &["DEL", &store.keys().key_index()]);
+    assert_eq!(store.key_count().await.unwrap(), 0);
+    assert_eq!(store.index_windows().await.unwrap(), 40);
+    assert_eq!(store.key_count().await.unwrap(), 40);
+    let mut found = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (next, step) = store.scan_keys(cursor, 1000).await.unwrap();
+        found.extend(step);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut want = keys.clone();
+    found.sort();
+    want.sort();
+    assert_eq!(found, want);
 }

@@ -297,6 +297,9 @@ pub(crate) async fn analyse_body(
 fn tempo_error(e: TempoError) -> ApiError {
     match e {
         TempoError::TooLarge(_) => ApiError::new(ErrorCode::TraceTooLarge, e.to_string()),
+        // Retried like a transient failure by the client, but once its retries are spent an
+        // answer that is not a trace is Tempo's (or a proxy's) fault: a bad gateway.
+        TempoError::Malformed(_) => ApiError::new(ErrorCode::TempoError, e.to_string()),
         e if e.retryable() => ApiError::new(ErrorCode::TempoUnavailable, e.to_string()),
         e => ApiError::new(ErrorCode::TempoError, e.to_string()),
     }

@@ -92,6 +92,7 @@ pub(crate) struct BatchRequest {
 /// A batch item: a check, or a span check (an object with `spanName`).
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // Only the OpenAPI schema: items are read as raw JSON (see `check_batch`).
+#[serde(untagged)] // As on the wire: a plain object, told apart by `spanName`.
 pub(crate) enum BatchItem {
     Check(CheckRequest),
     Span(SpanCheckRequest),

@@ -353,7 +353,7 @@ async fn unknown_traces_are_404_in_both_versions() {
 }
 
 #[tokio::test]
-async fn bad_input_is_a_4xx_and_tempo_failing_a_503() {
+async fn bad_input_is_a_4xx_and_tempo_failing_a_503_or_502() {
     let s = setup("analysis-bad", Mode::V2).await;
     let r = s.app.get("/v1/traces/not-hex/analysis").await;
     assert_eq!(
@@ -453,6 +453,18 @@ async fn bad_input_is_a_4xx_and_tempo_failing_a_503() {
         r.text
     );
     s.tempo.tempo.set_lookup_delay(Duration::ZERO);
+    assert_eq!(s.app.get(&path(TRACE)).await.status, 200);
+
+    // An answer that is not a trace (a proxy's HTML page), after the retries: a bad gateway.
+    s.tempo.tempo.fail_lookups_until_cleared(Fault::Malformed);
+    let r = s.app.get(&path(TRACE)).await;
+    assert_eq!(
+        (r.status.as_u16(), r.error_code()),
+        (502, "TEMPO_ERROR"),
+        "{}",
+        r.text
+    );
+    s.tempo.tempo.clear_faults();
     assert_eq!(s.app.get(&path(TRACE)).await.status, 200);
 }
 

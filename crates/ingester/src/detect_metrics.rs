@@ -18,9 +18,9 @@
 //! Judging is on the ingest path: a known service costs a read-locked lookup by `&str` and an
 //! atomic increment. Only an anomaly allocates (the exemplar's trace ID).
 //!
-//! Span samples are not counted here: the label sets are for root samples, and spans
-//! have no baselines yet. When they do, a span verdict needs its own counter (or a `kind`
-//! label), not these series, whose ratios assume one judgment per trace.
+//! Span samples are judged too (their anomalies reach the feed as `kind: span`), but are not
+//! counted here: these series' ratios assume one judgment per trace, and a trace brings many
+//! spans. A span count would need its own counter (or a `kind` label).
 
 use std::time::SystemTime;
 

@@ -192,6 +192,11 @@ async fn a_failing_judgment_or_feed_costs_no_trace() {
         ),
         1.0
     );
+    // Both traces stored once, the anomalous one included.
+    assert_eq!(
+        samples(ing.store()).await[&key().encode()],
+        vec![100.0, 900.0]
+    );
     raw(ing.store(), &["DEL", &keys.anomalies()]);
 
     // The baselines cannot be read (the fallback levels' key holds a string): stored unjudged.

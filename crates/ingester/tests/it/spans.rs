@@ -129,3 +129,54 @@ async fn span_baselines_can_be_turned_off() {
     assert!(samples(&ing.store().spans()).await.is_empty());
     assert_eq!(samples(ing.store()).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_anomalous_span_is_judged_on_ingest_and_reaches_the_feed_once() {
+    use std::time::Duration;
+
+    use anomaly_core::{Baseline, BaselineKey, DayType};
+    use anomaly_store::{FeedFilter, SampleKind};
+
+    let c = config(&shared_redis_url(), "span-detect", "");
+    let ing = ingester(&c);
+    // q1 (11 ms in `request`): threshold max(0.5 * 2, 0.5 + 10 * 1) = 10.5 ms, so anomalous;
+    // q2 (12 ms): max(5 * 2, 5 + 10 * 1) = 15 ms, normal. The root has no baseline.
+    let baseline = |p: f64| Baseline {
+        p50: p,
+        p95: p,
+        mad: 0.0,
+        sample_count: 1000,
+        updated_at: 0,
+    };
+    let q = |name: &str| BaselineKey::new("db", name, 14, DayType::Weekday).unwrap();
+    ing.store()
+        .spans()
+        .write_baselines(
+            &[(q("q1"), baseline(0.5)), (q("q2"), baseline(5.0))],
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let (addr, _task) = serve(&ing).await;
+    let body = request(7, &[("db", "q1", 3), ("db", "q2", 3)]);
+    post(addr, &body).await;
+    // Re-sent: duplicates, not judged again.
+    post(addr, &body).await;
+
+    let page = ing
+        .store()
+        .anomalies_page(&FeedFilter::default(), 100, None)
+        .await
+        .unwrap();
+    let entries: Vec<_> = page.entries.iter().map(|e| &e.entry).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = entries[0];
+    assert_eq!(e.kind, SampleKind::Span);
+    assert_eq!(e.key, q("q1"));
+    assert_eq!(e.trace_id.to_string(), format!("{:032x}", 7));
+    assert_eq!(e.threshold_ms(), Some(10.5));
+    // Both spans were stored once, the anomalous one included.
+    let spans = samples(&ing.store().spans()).await;
+    assert_eq!(spans["db|q1|14|weekday"], vec![11.0]);
+    assert_eq!(spans["db|q2|14|weekday"], vec![12.0]);
+}

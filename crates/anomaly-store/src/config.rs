@@ -178,7 +178,21 @@ impl RedisConfig {
                 }
                 tcp_urls("redis.sentinel.urls", &self.sentinel.urls)?;
             }
-            RedisMode::Cluster => tcp_urls("redis.cluster.urls", &self.cluster.urls)?,
+            RedisMode::Cluster => {
+                tcp_urls("redis.cluster.urls", &self.cluster.urls)?;
+                // One client speaks to every node alike: TLS to all seeds or to none.
+                let tls = self
+                    .cluster
+                    .urls
+                    .iter()
+                    .filter(|u| u.starts_with("rediss://"));
+                if !matches!(tls.count(), n if n == 0 || n == self.cluster.urls.len()) {
+                    return Err(ConfigError::new(
+                        "redis.cluster.urls",
+                        "mix redis:// and rediss:// seeds; use one scheme for every node",
+                    ));
+                }
+            }
         }
         if self.min_replicas_ack > 0 && self.min_replicas_ack_timeout.is_zero() {
             return Err(ConfigError::new(
@@ -309,6 +323,12 @@ mod tests {
         r.cluster.urls = vec!["redis://a:7000".into(), "tcp://b:7001".into()];
         assert_eq!(r.validate().unwrap_err().key, "redis.cluster.urls");
         r.cluster.urls.pop();
+        r.validate().unwrap();
+        r.cluster.urls.push("rediss://b:7001".into());
+        let mixed = r.validate().unwrap_err();
+        assert_eq!(mixed.key, "redis.cluster.urls");
+        assert!(mixed.to_string().contains("mix"), "{mixed}");
+        r.cluster.urls = vec!["rediss://a:7000".into(), "rediss://b:7001".into()];
         r.validate().unwrap();
         r.mode = RedisMode::Sentinel;
         assert_eq!(r.validate().unwrap_err().key, "redis.sentinel.master_name");

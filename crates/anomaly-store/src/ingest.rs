@@ -13,9 +13,9 @@
 //! `keys`):
 //! 1. `admit.lua`, in the coordination slot: the cardinality caps, and each key into
 //!    `keyIndex` (and its service's set, for spans), before any sample of it is stored;
-//!    then, for traces, `SET seen:{traceID} B NX GET` in the trace's slot: a trace already
-//!    marked with another key is a duplicate (dedup stays by trace ID, whatever the key);
-//! 2. `ingest_window.lua`, once per slot (in chunks, concurrently): dedup by the window's own
+//! 2. for traces, `SET seen:{traceID} B NX GET` in the trace's slot: a trace already marked
+//!    with another key is a duplicate (dedup stays by trace ID, whatever the key); then
+//!    `ingest_window.lua`, once per slot (in chunks, concurrently): dedup by the window's own
 //!    marker, push, trim, `v`;
 //! 3. `SADD dirtyKeys` of the keys that took a sample (or answered duplicate, so that a retry
 //!    after a failed step 3 marks them again).
@@ -28,8 +28,9 @@
 //! lost, and nothing is counted twice (the marker is set with the push).
 //!
 //! **Acknowledged writes** (`redis.min_replicas_ack: N`): the batch's writes go out on a
-//! connection held for the batch, and `WAIT N timeout` follows them on it (in a cluster, on
-//! each node that took a slot's samples, in the same pipeline); fewer than N acknowledgements
+//! connection held for the batch, and `WAIT N timeout` follows them on it (in a cluster, in
+//! the same pipeline as each step's writes, on its node: the admit script, each slot's window
+//! script and the dirty marks; not the trace-ID claims); fewer than N acknowledgements
 //! is [`StoreError::NotReplicated`], which the ingest answers 503. The samples are stored on the
 //! primary either way, so a retry of that batch answers them as duplicates.
 
@@ -389,6 +390,16 @@ impl Store {
         }
         let admitted: String = if distinct.is_empty() {
             String::new()
+        } else if self.replicas_ack.is_some() {
+            // keyIndex too is what the sweeps find a key by: acknowledged like the samples.
+            let mut pipe = redis::pipe();
+            // In the same pipeline, so that the EVALSHA finds it (as in step 2).
+            pipe.load_script(&ADMIT);
+            pipe.invoke_script(&admit);
+            let replies = self.one_slot_acked("ingest_admit", pipe).await?;
+            let reply = replies.get(1).unwrap_or(&redis::Value::Nil);
+            redis::from_redis_value_ref(reply)
+                .map_err(|e| StoreError::bad_data("admit.lua", e.to_string()))?
         } else {
             self.run("ingest_admit", async |conn| {
                 Ok(admit.invoke_async(conn).await?)
@@ -604,7 +615,13 @@ impl Store {
             .collect();
         dirty.sort_unstable();
         dirty.dedup();
-        if !dirty.is_empty() {
+        if !dirty.is_empty() && self.replicas_ack.is_some() {
+            // A dirty mark lost in a failover would leave its key's baseline behind until the
+            // key's next sample: acknowledged like the samples.
+            let mut pipe = redis::pipe();
+            pipe.cmd("SADD").arg(self.keys.dirty()).arg(&dirty);
+            self.one_slot_acked("ingest_mark_dirty", pipe).await?;
+        } else if !dirty.is_empty() {
             let key = self.keys.dirty();
             self.run("ingest_mark_dirty", async |conn| {
                 let _: i64 = redis::cmd("SADD")
@@ -617,6 +634,38 @@ impl Store {
             .await?;
         }
         Ok((total, outcomes))
+    }
+}
+
+impl Store {
+    /// Sends `pipe`, whose keyed commands are all of one slot, to that slot's node, with `WAIT`
+    /// for `redis.min_replicas_ack` replicas after it on the same connection when that is set,
+    /// and checks the count. Returns every reply of `pipe`'s own commands, ignored or not.
+    async fn one_slot_acked(
+        &self,
+        op: &'static str,
+        mut pipe: redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, StoreError> {
+        if let Some((replicas, timeout)) = self.replicas_ack {
+            pipe.cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64);
+        }
+        let mut values = self
+            .run_holding(op, self.ingest_hold(), async |conn| {
+                let mut conn: Conn = conn.clone();
+                Ok(conn.query_one_node(&pipe).await?)
+            })
+            .await?;
+        if self.replicas_ack.is_some() {
+            let acked = values
+                .pop()
+                .ok_or_else(|| StoreError::bad_data(op, "no reply to WAIT".to_owned()))?;
+            let acked: i64 = redis::from_redis_value_ref(&acked)
+                .map_err(|e| StoreError::bad_data(op, e.to_string()))?;
+            self.check_acked(acked)?;
+        }
+        Ok(values)
     }
 }
 

@@ -357,3 +357,52 @@ async fn min_replicas_ack_waits_for_a_replica_and_says_when_none_confirms() {
     assert_eq!((out.accepted, out.duplicates), (1, 1));
     assert_eq!(store.read_window(&k).await.unwrap(), vec![20.0, 10.0]);
 }
+
+/// A cluster ingest stores a sample and marks its key dirty in two steps (see `ingest`): when
+/// the second is lost (a crash, a failover of the coordination slot's primary), the sweep's
+/// `repair_dirty` finds the key by its version (`v` ahead of the `cv` its baseline was computed
+/// from) and marks it dirty again. Keys whose baseline is current are left alone. Elsewhere
+/// ingest is one script and there is nothing to repair.
+#[tokio::test]
+async fn a_lost_dirty_mark_is_repaired_by_the_sweep() {
+    let url = anomaly_testkit::shared_redis_url();
+    let store = store_at(url.clone(), "repair-dirty");
+    let (lost, current, fresh) = (key("lost", 1), key("current", 1), key("fresh", 1));
+    store
+        .ingest(
+            &[item(1, &lost, 10.0), item(2, &current, 20.0)],
+            &settings(),
+        )
+        .await
+        .unwrap();
+    let all = [lost.clone(), current.clone(), fresh.clone()];
+    if !store.keys().is_cluster() {
+        assert_eq!(store.repair_dirty(&all).await.unwrap(), 0);
+        return;
+    }
+    // The dirty marks are lost; `current`'s baseline was computed from its window as it is.
+    let dirty = store.keys().dirty();
+    raw(&url, &["DEL", &dirty]);
+    let base = store.keys().base(&current.encode());
+    let v = raw(&url, &["HGET", &base, "v"]);
+    assert!(!v.is_empty(), "ingest bumps the version");
+    raw(&url, &["HSET", &base, "cv", &v]);
+    assert_eq!(store.dirty_len().await.unwrap(), 0);
+
+    // `fresh` never took a sample: nothing to repair there either.
+    assert_eq!(store.repair_dirty(&all).await.unwrap(), 1);
+    assert_eq!(store.pop_dirty(10).await.unwrap().keys, vec![lost.clone()]);
+
+    // Once its baseline is committed from that version, it is not repaired again.
+    let base = store.keys().base(&lost.encode());
+    let v = raw(&url, &["HGET", &base, "v"]);
+    raw(&url, &["HSET", &base, "cv", &v]);
+    assert_eq!(store.repair_dirty(&all).await.unwrap(), 0);
+    // A new sample puts it ahead again.
+    store
+        .ingest(&[item(3, &lost, 30.0)], &settings())
+        .await
+        .unwrap();
+    raw(&url, &["DEL", &dirty]);
+    assert_eq!(store.repair_dirty(&all).await.unwrap(), 1);
+}

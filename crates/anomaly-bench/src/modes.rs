@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anomaly_core::{Baseline, BaselineKey, DurationMs, StatsConfig, StatsScratch, TraceId};
-use anomaly_store::{
-    ClusterConfig, IngestItem, IngestSettings, Recomputed, RedisConfig, RedisMode, Store,
-};
+use anomaly_core::{BaselineKey, DurationMs, StatsConfig, StatsScratch, TraceId};
+use anomaly_store::{ClusterConfig, IngestItem, IngestSettings, RedisConfig, RedisMode, Store};
 use anomaly_testkit::{RedisCluster, RedisServer};
 
 use crate::key;
+use crate::recompute::window;
 
 /// What one run measures.
 #[derive(Debug, Clone, Copy)]
@@ -260,23 +259,13 @@ async fn drain(store: &Store, m: &Modes) -> anyhow::Result<f64> {
                     let windows = store
                         .read_windows_versioned(&batch.keys, window_size)
                         .await?;
-                    let now_ms = chrono::Utc::now().timestamp_millis();
-                    let items: Vec<Recomputed> = batch
-                        .keys
-                        .iter()
-                        .zip(windows)
-                        .map(|(key, window)| {
-                            let summary = scratch.summarize([&window.samples[..]], eps);
-                            Recomputed {
-                                key: key.clone(),
-                                baseline: summary
-                                    .as_ref()
-                                    .map(|(s, _)| Baseline::from_stats(*s, now_ms)),
-                                quantiles: summary.map(|(_, q)| q),
-                                version: window.version,
-                            }
-                        })
-                        .collect();
+                    let items = recomputer::recompute_windows(
+                        &mut scratch,
+                        &batch.keys,
+                        windows,
+                        eps,
+                        chrono::Utc::now().timestamp_millis(),
+                    );
                     written += store
                         .commit_baselines(WORKER, &items, Duration::ZERO)
                         .await?
@@ -337,20 +326,6 @@ async fn lookups(
         total += task.await??;
     }
     Ok(total as f64 / started.elapsed().as_secs_f64())
-}
-
-/// A deterministic, lognormal-looking window in ms (as `recompute` seeds).
-fn window(i: u32, n: u32) -> Vec<DurationMs> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(i);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            DurationMs::new(((20.0 + 80.0 * u * u * u) * 1000.0).round() / 1000.0).expect("finite")
-        })
-        .collect()
 }
 
 fn table(m: &Modes, rounds: &[(Figures, Figures)]) -> String {

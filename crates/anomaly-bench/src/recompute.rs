@@ -12,7 +12,7 @@ use recomputer::{RecomputeMetrics, Recomputer, Section};
 use crate::{Row, key};
 
 /// A deterministic, lognormal-looking window in ms with sub-millisecond precision.
-fn window(i: u32, n: u32) -> Vec<DurationMs> {
+pub(crate) fn window(i: u32, n: u32) -> Vec<DurationMs> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(i);
     (0..n)
         .map(|_| {

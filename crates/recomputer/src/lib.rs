@@ -322,22 +322,13 @@ impl Recomputer {
             .store
             .read_windows_versioned(&keys, self.stats.window_size)
             .await?;
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let items: Vec<Recomputed> = keys
-            .iter()
-            .zip(windows)
-            .map(|(key, window)| {
-                let summary = scratch.summarize([&window.samples[..]], self.stats.mad_epsilon_ms);
-                Recomputed {
-                    key: key.clone(),
-                    baseline: summary
-                        .as_ref()
-                        .map(|(s, _)| Baseline::from_stats(*s, now_ms)),
-                    quantiles: summary.map(|(_, q)| q),
-                    version: window.version,
-                }
-            })
-            .collect();
+        let items = recompute_windows(
+            scratch,
+            &keys,
+            windows,
+            self.stats.mad_epsilon_ms,
+            chrono::Utc::now().timestamp_millis(),
+        );
         // Listed before the commit: if this fails, the batch stays claimed and is retried, so
         // every endpoint with a baseline is in the key listing.
         let listed = items
@@ -573,4 +564,29 @@ async fn schedule(
             tracing::warn!(error = %e, "could not hand back claimed keys; they return after claim_ttl")
         }
     }
+}
+
+/// The baselines of `keys` from their versioned `windows` (in the same order), stamped
+/// `now_ms`: what a drain commits. A window too small to summarize gives no baseline.
+pub fn recompute_windows(
+    scratch: &mut StatsScratch,
+    keys: &[anomaly_core::BaselineKey],
+    windows: Vec<anomaly_store::VersionedWindow>,
+    mad_epsilon_ms: f64,
+    now_ms: i64,
+) -> Vec<Recomputed> {
+    keys.iter()
+        .zip(windows)
+        .map(|(key, window)| {
+            let summary = scratch.summarize([&window.samples[..]], mad_epsilon_ms);
+            Recomputed {
+                key: key.clone(),
+                baseline: summary
+                    .as_ref()
+                    .map(|(s, _)| Baseline::from_stats(*s, now_ms)),
+                quantiles: summary.map(|(_, q)| q),
+                version: window.version,
+            }
+        })
+        .collect()
 }

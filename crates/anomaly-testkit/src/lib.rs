@@ -26,7 +26,7 @@ mod process;
 mod sentinel;
 
 pub use cluster::{NODE_TIMEOUT_MS, RedisCluster, Reshard};
-pub use sentinel::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, RedisSentinels};
+pub use sentinel::{DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, MASTER_NAME, RedisSentinels, poll};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -336,7 +336,7 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 /// Calls `condition` every 25 ms until it holds or `timeout` passes; returns whether it held.
-fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {

@@ -19,7 +19,7 @@ use anomaly_core::BaselineKey;
 use anomaly_store::{
     ClusterConfig, IngestItem, IngestSettings, RedisConfig, RedisMode, SentinelConfig, Store,
 };
-use anomaly_testkit::{RedisCluster, RedisSentinels, unique_prefix};
+use anomaly_testkit::{RedisCluster, RedisSentinels, poll, unique_prefix};
 use tokio::task::JoinHandle;
 
 use crate::{item, key, settings};
@@ -358,20 +358,6 @@ async fn assert_resend_is_all_duplicates(store: &Store, log: &Log) {
 /// Keys of one service over several hours: their windows spread over the slots.
 fn spread_keys(service: &str) -> Vec<BaselineKey> {
     (0..6).map(|hour| key(service, hour)).collect()
-}
-
-/// Polls a blocking condition every 25 ms until it holds; false after `timeout`.
-fn poll(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,10 +72,15 @@ impl Supervised {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(info) = raw_command(addr, &["INFO", "server"]) {
-                if info.lines().any(|l| l.trim_end() == identity) {
-                    return Ok(process);
+                if !info.lines().any(|l| l.trim_end() == identity) {
+                    return Err(format!("{addr} is taken by another server"));
                 }
-                return Err(format!("{addr} is taken by another server"));
+                // INFO answers while the server still loads its data (a restart with an
+                // append-only file); other commands answer LOADING until it is done.
+                match raw_command(addr, &["PING"]) {
+                    Err(e) if e.to_string().contains("LOADING") => {}
+                    _ => return Ok(process),
+                }
             }
             if let Ok(Some(status)) = process.child.try_wait() {
                 return Err(format!(
